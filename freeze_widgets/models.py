@@ -1,0 +1,108 @@
+"""Loading torchvision classification models: pretrained weights, hub cache, offline fallback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["PretrainedWeightsUnavailable", "load_model", "weights_source"]
+
+# Pretrained downloads hang for minutes on a machine that cannot reach the host; cap the wait.
+_DOWNLOAD_TIMEOUT_S = 20.0
+
+
+class PretrainedWeightsUnavailable(UserWarning):
+    """Pretrained weights could not be loaded; the model has random weights."""
+
+
+def weights_source(model: nn.Module) -> str:
+    """Where the weights of a model from :func:`load_model` came from (one line)."""
+    return str(getattr(model, "_freeze_widgets_weights", "unknown (not loaded by load_model)"))
+
+
+def _offline() -> bool:
+    return os.environ.get("FREEZE_WIDGETS_OFFLINE", "").lower() in {"1", "true", "yes"}
+
+
+def load_model(name: str, pretrained: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+    """Build a torchvision classification model by name, in eval mode.
+
+    Pretrained weights go through torchvision's normal path: the torch hub cache
+    (``$TORCH_HOME/hub/checkpoints``) first, a download otherwise. If neither works (offline,
+    or ``FREEZE_WIDGETS_OFFLINE=1`` and nothing cached) the model keeps random weights and a
+    :class:`PretrainedWeightsUnavailable` warning says so; :func:`weights_source` tells which
+    happened.
+
+    Args:
+        name: A torchvision classification model (``"resnet18"`` ... ``"resnet152"``,
+            ``"efficientnet_b7"``, ``"vit_b_16"``, ...).
+        pretrained: Load the default pretrained weights.
+        device: ``"meta"`` builds the structure only (no memory, no weights), for exploring
+            architectures of any size.
+
+    Raises:
+        ValueError: an unknown model name (close names listed).
+    """
+    from torchvision import models as tvm
+
+    available = tvm.list_models(module=tvm)
+    if name not in available:
+        import difflib
+
+        close = difflib.get_close_matches(name, available, n=5, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Unknown torchvision classification model {name!r}.{hint} "
+            "See torchvision.models.list_models(module=torchvision.models)."
+        )
+    device = torch.device(device)
+    if device.type == "meta":
+        with torch.device("meta"):
+            model = tvm.get_model(name, weights=None)
+        model._freeze_widgets_weights = "none (meta device: structure only)"
+        meta_model: nn.Module = model.eval()
+        return meta_model
+
+    model = tvm.get_model(name, weights=None)
+    source = "random (pretrained=False)"
+    if pretrained:
+        weights = tvm.get_model_weights(name).DEFAULT
+        state, why = _fetch_state_dict(weights)
+        if state is not None:
+            model.load_state_dict(state)
+            source = f"pretrained {weights}"
+        else:
+            source = f"random: pretrained weights unavailable ({why})"
+            warnings.warn(
+                f"{name}: pretrained weights unavailable ({why}); using RANDOM weights. "
+                f"Place {weights.url.rsplit('/', 1)[-1]} in "
+                f"{os.path.join(torch.hub.get_dir(), 'checkpoints')} to use them offline.",
+                PretrainedWeightsUnavailable,
+                stacklevel=2,
+            )
+    model._freeze_widgets_weights = source
+    loaded: nn.Module = model.to(device).eval()
+    return loaded
+
+
+def _fetch_state_dict(weights: Any) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The weights' state dict from the hub cache or a download, or (None, reason)."""
+    filename = weights.url.rsplit("/", 1)[-1]
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    if _offline() and not os.path.exists(cached):
+        return None, f"offline (FREEZE_WIDGETS_OFFLINE=1) and {filename} not in the hub cache"
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # network errors come as URLError, OSError, RuntimeError, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, f"{type(exc).__name__}: {reason[:160]}"
+    finally:
+        socket.setdefaulttimeout(old)
+    return state, ""

@@ -1,0 +1,79 @@
+"""load_model: the real torchvision weights path through a hub cache the test writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from freeze_widgets import (
+    PretrainedWeightsUnavailable,
+    count_parameters,
+    load_model,
+    weights_source,
+)
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    # torch.hub caches the dir it computed; make it re-read TORCH_HOME.
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return tmp_path
+
+
+def test_pretrained_weights_come_from_the_hub_cache(torch_home: Path) -> None:
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    torch.manual_seed(123)
+    reference = resnet18(weights=None)
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    filename = ResNet18_Weights.DEFAULT.url.rsplit("/", 1)[-1]
+    torch.save(reference.state_dict(), checkpoints / filename)
+
+    model = load_model("resnet18")
+    assert weights_source(model).startswith("pretrained ResNet18_Weights.IMAGENET1K_V1")
+    pairs = zip(model.state_dict().items(), reference.state_dict().items(), strict=True)
+    for (name, a), (_, b) in pairs:
+        assert torch.equal(a, b), name
+    assert not model.training
+
+
+def test_unreachable_weights_fall_back_with_visible_warning(torch_home: Path) -> None:
+    with pytest.warns(PretrainedWeightsUnavailable, match="RANDOM weights"):
+        model = load_model("resnet34")
+    assert weights_source(model).startswith("random: pretrained weights unavailable")
+    assert count_parameters(model).total == 21_797_672
+
+
+def test_download_failure_is_caught(torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FREEZE_WIDGETS_OFFLINE", "0")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    with pytest.warns(PretrainedWeightsUnavailable, match="network unreachable"):
+        load_model("resnet18")
+
+
+@pytest.mark.parametrize(
+    ("name", "total"),
+    [
+        ("resnet18", 11_689_512),
+        ("resnet50", 25_557_032),
+        ("resnet152", 60_192_808),
+        ("efficientnet_b7", 66_347_960),
+    ],
+)
+def test_meta_device_builds_structure_only(name: str, total: int) -> None:
+    model = load_model(name, device="meta")
+    assert count_parameters(model).total == total
+    assert all(p.is_meta for p in model.parameters())
+
+
+def test_unknown_model_name() -> None:
+    with pytest.raises(ValueError, match="resnet50"):
+        load_model("resnet05")
