@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _models import benchmark_models  # noqa: E402
+from _models import benchmark_models
 
-from freeze_widgets import ModuleTree  # noqa: E402
+from freeze_widgets import ModuleTree
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
