@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FreezeChange",
+    "FreezeExplorer",
     "FreezeSpec",
     "FrozenBatchNorm",
     "ModuleTree",
@@ -23,6 +24,7 @@ __all__ = [
     "ParamCounts",
     "PretrainedWeightsUnavailable",
     "count_parameters",
+    "explore",
     "freeze",
     "freeze_to",
     "load_model",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 # Heavy or optional parts load on first use so `import freeze_widgets` stays fast.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {"FreezeExplorer": ".ui", "explore": ".ui"}
 
 
 def __getattr__(name: str) -> Any:

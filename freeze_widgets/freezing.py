@@ -296,6 +296,14 @@ def apply_freeze(
     """
     if bn not in BN_POLICIES:
         raise ValueError(f"bn must be one of {', '.join(BN_POLICIES)}; got {bn!r}")
+    if frozen and bn == "frozen":
+        # Validate before touching anything: a failure must not leave the model half-changed.
+        for path, mod in bns.items():
+            if isinstance(mod, _BatchNorm) and mod.running_mean is None:
+                raise ValueError(
+                    f"{path} ({type(mod).__name__}) has no running statistics "
+                    '(track_running_stats=False), so it cannot be a FrozenBatchNorm; use bn="eval"'
+                )
     changed: list[str] = []
     for name, p in zip(names, params, strict=False):
         if p.requires_grad == frozen:

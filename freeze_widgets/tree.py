@@ -310,6 +310,21 @@ class ModuleTree:
         self.last_change = change
         return [self.nodes[i] for i in sorted(touched)]
 
+    def set_bn_policy(self, bn: str) -> list[Node]:
+        """Re-apply a BatchNorm policy to every fully frozen BatchNorm layer.
+
+        Returns:
+            The nodes whose module was swapped (their type changed).
+        """
+        changed: list[Node] = []
+        for node in list(self.nodes):
+            mod = self._modules[node.index]
+            if mod is None or not _is_bn(mod) or node.trainable:
+                continue
+            change = apply_freeze(self.model, [], [], {node.path: mod}, frozen=True, bn=bn)
+            changed += self._after_change([], change, True)
+        return changed
+
     def refresh(self) -> None:
         """Re-read structure and ``requires_grad`` after changes made outside this tree."""
         self._build()

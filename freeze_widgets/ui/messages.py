@@ -1,0 +1,49 @@
+"""Message area: one readable line per problem, details behind a toggle, never a raw traceback."""
+
+from __future__ import annotations
+
+import html
+import traceback
+from typing import Any
+
+import ipywidgets as widgets
+
+__all__ = ["MessageArea", "one_line"]
+
+
+def one_line(exc: BaseException) -> str:
+    """``ValueError: No module matches 'x' ...`` on a single line."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"
+
+
+class MessageArea(widgets.HTML):
+    """Shows the last error or notice; ``last_error`` keeps the line for tests and scripts."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_class("fw-message")
+        self.last_error: str | None = None
+        self.last_info: str | None = None
+
+    def error(self, exc: BaseException, context: str = "") -> None:
+        line = one_line(exc)
+        self.last_error = f"{context}: {line}" if context else line
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.value = (
+            '<div class="fw-error" style="color:var(--jp-error-color1,#c62828)">'
+            f"&#9888; {html.escape(self.last_error)}"
+            '<details style="color:var(--jp-ui-font-color2,#666)"><summary>details</summary>'
+            f'<pre style="font-size:0.85em;white-space:pre-wrap">{html.escape(details)}</pre>'
+            "</details></div>"
+        )
+
+    def info(self, text: str) -> None:
+        self.last_error = None
+        self.last_info = text
+        style = "color:var(--jp-ui-font-color2,#555)"
+        self.value = f'<div class="fw-info" style="{style}">{html.escape(text)}</div>'
+
+    def clear(self) -> None:
+        self.last_error = None
+        self.value = ""

@@ -1,0 +1,80 @@
+"""What the tree widget sends to the browser: pure functions over a ModuleTree, no widgets.
+
+Compact keys keep the payload small (EfficientNet-B7 has 1,105 nodes): see tree.js for the
+record layout. A delta row is ``[index, trainable, total, type_name or None]``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from typing import Any
+
+from ..tree import ModuleTree, Node
+
+__all__ = ["delta_rows", "filter_visible", "node_record", "tree_payload"]
+
+
+def node_record(node: Node) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "i": node.index,
+        "p": node.path,
+        "n": node.name,
+        "t": node.type_name,
+        "k": "p" if node.kind == "parameter" else "m",
+        "d": node.depth,
+        "pa": node.parent,
+        "c": node.children,
+        "tot": node.total,
+        "tr": node.trainable,
+    }
+    if node.shared_with:
+        record["sh"] = list(node.shared_with)
+    if node.shape is not None:
+        record["s"] = list(node.shape)
+    return record
+
+
+def tree_payload(tree: ModuleTree) -> list[dict[str, Any]]:
+    """The whole tree, one record per node, in pre-order."""
+    return [node_record(node) for node in tree.nodes]
+
+
+def delta_rows(nodes: Iterable[Node], type_changed: set[int] | None = None) -> list[list[Any]]:
+    """Rows for the nodes a change touched; the type is sent only where it changed."""
+    type_changed = type_changed or set()
+    return [
+        [n.index, n.trainable, n.total, n.type_name if n.index in type_changed else None]
+        for n in nodes
+    ]
+
+
+def filter_visible(tree: ModuleTree, text: str) -> list[int] | None:
+    """Indices of nodes whose path matches ``text``, with their ancestors; None when no filter.
+
+    Plain text matches as a case-insensitive substring of the path or type; text with ``*``,
+    ``?`` or ``[`` is a glob over the path (the same patterns :func:`freeze` takes).
+    """
+    text = text.strip()
+    if not text:
+        return None
+    if any(ch in text for ch in "*?["):
+
+        def match(node: Node) -> bool:
+            return fnmatch.fnmatchcase(node.path, text)
+    else:
+        needle = text.lower()
+
+        def match(node: Node) -> bool:
+            return needle in node.path.lower() or needle in node.type_name.lower()
+
+    keep: set[int] = set()
+    for node in tree.nodes:
+        if node.index == 0 or not match(node):
+            continue
+        i: int | None = node.index
+        while i is not None and i not in keep:
+            keep.add(i)
+            i = tree.nodes[i].parent
+    keep.add(0)
+    return sorted(keep)

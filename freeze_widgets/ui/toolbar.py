@@ -1,0 +1,69 @@
+"""Toolbar: filter, expand/collapse, freeze/unfreeze all, BatchNorm policy, code view, spec file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..freezing import BN_POLICIES
+
+__all__ = ["Toolbar"]
+
+_BN_HELP = {
+    "eval": "eval: frozen BatchNorm stays in eval mode, even after model.train()",
+    "frozen": "frozen: swap frozen BatchNorm for FrozenBatchNorm (fixed statistics)",
+    "train": "train: running statistics keep updating (plain requires_grad=False)",
+}
+
+
+def _button(description: str, tooltip: str, css: str, icon: str = "") -> widgets.Button:
+    button = widgets.Button(
+        description=description, tooltip=tooltip, icon=icon, layout=widgets.Layout(width="auto")
+    )
+    button.add_class(css)
+    return button
+
+
+class Toolbar(widgets.VBox):
+    """The controls above the tree; the explorer wires their events to the core."""
+
+    def __init__(self, spec_path: str = "freeze_spec.json", **kwargs: Any) -> None:
+        self.filter = widgets.Text(
+            placeholder="filter: layer3, conv, *.bn1",
+            continuous_update=True,
+            layout=widgets.Layout(width="220px"),
+        )
+        self.filter.add_class("fw-filter")
+        self.expand = _button("expand all", "Show every row", "fw-expand-all")
+        self.collapse = _button("collapse all", "Show only the top level", "fw-collapse-all")
+        self.freeze_all = _button("freeze all", "Freeze the whole model", "fw-freeze-all", "lock")
+        self.unfreeze_all = _button(
+            "unfreeze all", "Make every parameter trainable", "fw-unfreeze-all", "unlock"
+        )
+        self.bn = widgets.Dropdown(
+            options=list(BN_POLICIES),
+            value="eval",
+            description="BatchNorm",
+            tooltip="\n".join(_BN_HELP.values()),
+            layout=widgets.Layout(width="180px"),
+            style={"description_width": "70px"},
+        )
+        self.bn.add_class("fw-bn-policy")
+        self.code = widgets.ToggleButton(
+            description="code", tooltip="Plain PyTorch that reproduces this freeze", icon="code"
+        )
+        self.code.add_class("fw-code-toggle")
+        self.spec_path = widgets.Text(
+            value=spec_path, description="spec", layout=widgets.Layout(width="260px")
+        )
+        self.spec_path.style.description_width = "36px"
+        self.spec_path.add_class("fw-spec-path")
+        self.save = _button("save", "Save the freeze as FreezeSpec JSON", "fw-spec-save", "save")
+        self.load = _button("load", "Load a FreezeSpec JSON file", "fw-spec-load", "folder-open")
+        row1 = widgets.HBox(
+            [self.filter, self.expand, self.collapse, self.freeze_all, self.unfreeze_all]
+        )
+        row2 = widgets.HBox([self.bn, self.code, self.spec_path, self.save, self.load])
+        super().__init__([row1, row2], **kwargs)
+        self.add_class("fw-toolbar")

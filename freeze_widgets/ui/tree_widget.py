@@ -1,0 +1,85 @@
+"""The module tree: one anywidget model holding the whole tree as data (see DESIGN.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..tree import ModuleTree, Node
+from .payload import delta_rows, tree_payload
+
+__all__ = ["TreeWidget"]
+
+_HERE = Path(__file__).parent
+
+
+class TreeWidget(anywidget.AnyWidget):
+    """Rows with caret, tri-state checkbox, name (type) and ``trainable / total``.
+
+    The browser sends ``{"type": "tick", "path", "frozen"}``, ``{"type": "freeze_to", "path"}``
+    and ``{"type": "sync"}``; Python answers ticks with a ``delta`` of the changed nodes only.
+    ``rows`` is the data as last sent, which is what ``FreezeExplorer.state`` reports.
+    """
+
+    _esm = _HERE / "tree.js"
+    _css = _HERE / "tree.css"
+
+    tree = traitlets.List(trait=traitlets.Dict()).tag(sync=True)
+    visible = traitlets.List(trait=traitlets.Int(), allow_none=True, default_value=None).tag(
+        sync=True
+    )
+    disabled = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_class("fw-tree")
+        self.seq = 0
+        self.last_delta: list[list[Any]] = []
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.on_msg(self._on_msg)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.tree
+
+    def on(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Register the handler for a browser message type ("tick", "freeze_to")."""
+        self._handlers[kind] = handler
+
+    def load(self, tree: ModuleTree) -> None:
+        """Send the whole tree (on build and after a refresh)."""
+        self.tree = tree_payload(tree)
+
+    def send_delta(self, nodes: list[Node], type_changed: set[int] | None = None) -> None:
+        """Send only the changed nodes and mirror them into ``rows``."""
+        rows = delta_rows(nodes, type_changed)
+        for index, trainable, total, type_name in rows:
+            record = self.tree[index]
+            record["tr"], record["tot"] = trainable, total
+            if type_name is not None:
+                record["t"] = type_name
+        self.seq += 1
+        self.last_delta = rows
+        self.send({"type": "delta", "u": rows, "seq": self.seq})
+
+    def show_only(self, indices: list[int] | None) -> None:
+        """Show only these rows (a filter's matches and their ancestors); None shows all."""
+        self.visible = indices  # type: ignore[assignment]
+
+    def expand_all(self, expand: bool = True) -> None:
+        self.send({"type": "expand", "all": expand})
+
+    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "sync":
+            self.send({"type": "full", "nodes": self.tree})
+            return
+        handler = self._handlers.get(str(kind))
+        if handler is not None:
+            handler(content)
