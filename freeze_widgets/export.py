@@ -542,15 +542,24 @@ def _compare(
     return max_abs, max_rel, ok
 
 
-def _median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> float:
+def _paired_median_ms(
+    first: Callable[[], Any], second: Callable[[], Any], runs: int, warmup: int
+) -> tuple[float, float]:
+    """Median milliseconds of two callables, timed alternately.
+
+    Alternating run by run means both see the same machine load, so their ratio holds up
+    on a busy machine better than timing one block after the other.
+    """
     for _ in range(warmup):
-        fn()
-    times = []
+        first()
+        second()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(max(runs, 1)):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+        for fn, bucket in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            bucket.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def _bound_names(model: nn.Module) -> list[str]:
@@ -720,12 +729,10 @@ def _verify(
             with torch.inference_mode():
                 return model(**feed)
 
-        eager_ms = _median_ms(eager_call, timing_runs, warmup)
-
         def exported_call(feed: Mapping[str, Any] = feed) -> Any:
             return run_exported(feed)
 
-        exported_ms = _median_ms(exported_call, timing_runs, warmup)
+        eager_ms, exported_ms = _paired_median_ms(eager_call, exported_call, timing_runs, warmup)
         results.append(ParityResult(batch, max_abs, max_rel, ok, eager_ms, exported_ms))
     return results
 
@@ -826,15 +833,24 @@ def export_onnx(
                 fallback_reason = _first_line(exc)
                 used = "torchscript"
         if used == "torchscript":
-            _export_torchscript_onnx(
-                model,
-                traced_inputs,
-                path,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_batch=dynamic_batch,
-                opset=opset,
-            )
+            try:
+                _export_torchscript_onnx(
+                    model,
+                    traced_inputs,
+                    path,
+                    input_names=input_names,
+                    output_names=output_names,
+                    dynamic_batch=dynamic_batch,
+                    opset=opset,
+                )
+            except Exception as exc:
+                if fallback_reason is None:
+                    raise
+                # Keep the first failure visible: it is usually the one worth fixing.
+                raise RuntimeError(
+                    f"both ONNX exporters failed; dynamo: {fallback_reason}; "
+                    f"torchscript: {_first_line(exc)}"
+                ) from exc
         export_seconds = time.perf_counter() - start
 
         # A path (not a loaded proto) lets the checker handle models over 2 GB.
