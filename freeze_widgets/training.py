@@ -216,6 +216,7 @@ class StepEvent:
     acc: float
     elapsed: float
     eta_seconds: float
+    param_groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -620,6 +621,7 @@ def _find_chain(model: nn.Module, x: torch.Tensor) -> _Chain | None:
     if len(names) < 2 or any(True for _ in model.named_parameters(recurse=False)):
         return None
     modes = _module_modes(model)
+    x = x[:2]  # eval mode makes the result batch-independent; two samples are enough
     try:
         model.eval()
         with torch.no_grad():
@@ -1096,7 +1098,11 @@ def _train(
             eta = elapsed / step * (total - step)
             keep_going = True
             if callback is not None:
-                keep_going = callback(StepEvent(step, total, epoch, loss_value, acc, elapsed, eta))
+                keep_going = callback(
+                    StepEvent(
+                        step, total, epoch, loss_value, acc, elapsed, eta, len(opt.param_groups)
+                    )
+                )
             if keep_going is False:
                 report.stopped_early, report.stop_reason = True, "callback returned False"
             elif stop is not None and stop.is_set():
