@@ -8,26 +8,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from .export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
 from .freezing import FreezeChange, FreezeSpec, FrozenBatchNorm, freeze, freeze_to, unfreeze
 from .models import PretrainedWeightsUnavailable, load_model, weights_source
+from .netron import show_netron, stop_netron
+from .training import FineTuneReport, NonFiniteLossError, finetune, synthetic_dataset
 from .tree import ModuleTree, Node, ParamCounts, count_parameters
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoundModule",
+    "ExportReport",
+    "FineTuneReport",
     "FreezeChange",
     "FreezeExplorer",
     "FreezeSpec",
     "FrozenBatchNorm",
     "ModuleTree",
     "Node",
+    "NonFiniteLossError",
     "ParamCounts",
     "PretrainedWeightsUnavailable",
+    "bind",
     "count_parameters",
     "explore",
+    "export_onnx",
+    "export_torchscript",
+    "finetune",
     "freeze",
     "freeze_to",
     "load_model",
+    "show_netron",
+    "stop_netron",
+    "synthetic_dataset",
     "unfreeze",
     "weights_source",
 ]
