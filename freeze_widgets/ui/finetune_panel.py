@@ -1,0 +1,329 @@
+"""Fine-tune panel: run :func:`freeze_widgets.training.finetune` in a background thread.
+
+Thin on purpose: the panel reads its controls, calls the core, and renders the
+:class:`~freeze_widgets.training.FineTuneReport` it gets back. Everything it does can be done from
+a script with ``finetune(model, ...)``.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+from torch import nn
+
+from ..training import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_SYNTHETIC_CLASSES,
+    FineTuneReport,
+    StepEvent,
+    VerificationRow,
+    finetune,
+)
+from .messages import MessageArea
+
+__all__ = ["FineTunePanel", "figures_html", "verification_html"]
+
+#: The live plot is redrawn at most this often (seconds): a PNG render costs tens of ms.
+PLOT_INTERVAL = 0.5
+
+_GREEN = "var(--jp-success-color1,#2e7d32)"
+_RED = "var(--jp-error-color1,#c62828)"
+_AMBER = "var(--jp-warn-color1,#ef6c00)"
+
+
+# --------------------------------------------------------------------------- pure renderers
+
+
+def _row_html(row: VerificationRow, colour: str) -> str:
+    change = f"{row.max_abs_change:.3g}" if row.changed else "0"
+    note = f" ({html.escape(row.note)})" if row.note else ""
+    return (
+        f'<tr style="color:{colour}"><td><code>{html.escape(row.name)}</code></td>'
+        f"<td>{row.kind}</td><td>{'frozen' if row.was_frozen else 'trainable'}</td>"
+        f"<td>{change}</td><td>{html.escape(row.status)}{note}</td></tr>"
+    )
+
+
+def _table(rows: list[str]) -> str:
+    head = "<tr><th>tensor</th><th>kind</th><th>was</th><th>max |change|</th><th>status</th></tr>"
+    return (
+        '<table style="border-collapse:collapse;font-size:0.85em">'
+        + head
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def verification_html(report: FineTuneReport) -> str:
+    """Summary lines, then the offending rows in red, or all frozen rows green behind a toggle."""
+    verdict_colour = _GREEN if report.ok else _RED
+    lines = "<br>".join(html.escape(line) for line in report.verification_lines())
+    parts = [
+        f'<div class="fw-verify"><div style="color:{verdict_colour};font-weight:600">'
+        f"{'&#10004;' if report.ok else '&#10008;'} {lines}</div>"
+    ]
+    moved = report.moved
+    silent = report.no_gradient_path
+    if moved or silent:
+        rows = [_row_html(r, _RED) for r in moved] + [_row_html(r, _AMBER) for r in silent]
+        parts.append(_table(rows))
+    frozen = [r for r in report.verification if r.was_frozen and r.status != "MOVED"]
+    if frozen:
+        unchanged = sum(1 for r in frozen if not r.changed)
+        parts.append(
+            f"<details><summary>{len(frozen)} frozen tensors checked, {unchanged} bitwise "
+            f"unchanged</summary>"
+            + _table([_row_html(r, _GREEN if not r.changed else _AMBER) for r in frozen])
+            + "</details>"
+        )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def figures_html(report: FineTuneReport) -> str:
+    """The run's figures as a small two-column table."""
+    items: list[tuple[str, str]] = [
+        ("steps", f"{report.steps} of {report.total_steps} ({report.epochs} epochs)"),
+        ("samples/s", f"{report.samples_per_second:.1f}"),
+        ("time", f"{report.total_seconds:.1f} s"),
+    ]
+    if report.final_loss is not None:
+        items.append(("final loss", f"{report.final_loss:.4g}"))
+    if report.final_acc is not None:
+        items.append(("final accuracy", f"{report.final_acc:.1%}"))
+    items.append(("head", report.head_replaced or "kept"))
+    items.append(("BatchNorm policy", report.bn_policy))
+    if report.frozen_prefix:
+        items.append(("no_grad prefix", ", ".join(report.frozen_prefix)))
+    if report.cached_epochs:
+        items.append(("cached-feature epochs", ", ".join(map(str, report.cached_epochs))))
+    for event in report.unfreeze_events:
+        items.append((f"epoch {event.epoch}", f"unfroze {event.group} (lr {event.lr:.3g})"))
+    if report.stopped_early:
+        items.append(("stopped", report.stop_reason or "early"))
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in items)
+    return f'<table class="fw-finetune-figures" style="font-size:0.85em">{rows}</table>'
+
+
+def _plot_png(losses: list[float], accs: list[float]) -> bytes:
+    """Loss and accuracy per step as a small PNG (Agg canvas, no pyplot global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0, 2.0), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    steps = range(1, len(losses) + 1)
+    ax.plot(steps, losses, color="#1565c0", linewidth=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="#1565c0")
+    ax2 = ax.twinx()
+    ax2.plot(steps, accs, color="#2e7d32", linewidth=1.0, alpha=0.8)
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("accuracy", color="#2e7d32")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- the panel
+
+
+class FineTunePanel(widgets.VBox):
+    """Controls, live progress and the verification of a demo fine-tune.
+
+    Args:
+        get_model: Returns the model to train (called when Run is clicked).
+        on_finished: Called with the report after a run that touched the model (for example so
+            an explorer can refresh its tree after the head was replaced).
+        get_bn_policy: Returns the BatchNorm policy to re-apply to frozen BatchNorm layers.
+        data: Passed to :func:`finetune`; None means synthetic images.
+        image_size: Side of the synthetic images.
+    """
+
+    def __init__(
+        self,
+        get_model: Callable[[], nn.Module],
+        *,
+        on_finished: Callable[[FineTuneReport], None] | None = None,
+        get_bn_policy: Callable[[], str] | None = None,
+        data: Any = None,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        self._get_model = get_model
+        self._on_finished = on_finished
+        self._get_bn_policy = get_bn_policy
+        self._data = data
+        self._image_size = image_size
+        style = {"description_width": "initial"}
+        small = widgets.Layout(width="150px")
+        self.epochs = widgets.BoundedIntText(1, min=1, max=1000, description="epochs", style=style)
+        self.steps = widgets.BoundedIntText(
+            0, min=0, max=1_000_000, description="steps (0 = all)", style=style
+        )
+        self.lr = widgets.BoundedFloatText(1e-3, min=1e-8, max=10.0, description="lr", style=style)
+        self.batch_size = widgets.BoundedIntText(
+            32, min=1, max=4096, description="batch", style=style
+        )
+        self.num_classes = widgets.BoundedIntText(
+            DEFAULT_SYNTHETIC_CLASSES if data is None else 0,
+            min=0,
+            max=100_000,
+            description="classes (0 = from data)",
+            style=style,
+        )
+        for control in (self.epochs, self.lr, self.batch_size):
+            control.layout = small
+        self.run_button = widgets.Button(description="Run fine-tune", icon="play")
+        self.run_button.add_class("fw-finetune-run")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self.stop_button.add_class("fw-finetune-stop")
+        self.progress = widgets.IntProgress(0, min=0, max=1, layout=widgets.Layout(width="50%"))
+        self.progress.add_class("fw-finetune-progress")
+        self.eta = widgets.Label("")
+        self.plot = widgets.Image(format="png", layout=widgets.Layout(display="none"))
+        self.plot.add_class("fw-finetune-plot")
+        self.results = widgets.HTML("")
+        self.results.add_class("fw-verify")
+        self.messages = MessageArea()
+        self.messages.add_class("fw-finetune-error")
+        self.last_report: FineTuneReport | None = None
+        self.last_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._losses: list[float] = []
+        self._accs: list[float] = []
+        self._last_plot = 0.0
+        super().__init__(
+            [
+                widgets.HBox([self.epochs, self.steps, self.lr]),
+                widgets.HBox([self.batch_size, self.num_classes]),
+                widgets.HBox([self.run_button, self.stop_button]),
+                widgets.HBox([self.progress, self.eta]),
+                self.plot,
+                self.messages,
+                self.results,
+            ],
+            **kwargs,
+        )
+        self.add_class("fw-finetune")
+        self.run_button.on_click(self._on_run)
+        self.stop_button.on_click(self._on_stop)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self, block: bool = False) -> None:
+        """Start a run in a background thread (a second click while running is ignored)."""
+        if self.running:
+            self.messages.info("a fine-tune is already running; Stop it first")
+            return
+        self.messages.clear()
+        self.results.value = ""
+        self.last_error = None
+        self._stop.clear()
+        self._losses, self._accs = [], []
+        self._last_plot = 0.0
+        self.progress.value = 0
+        self.progress.bar_style = ""
+        self.eta.value = "starting..."
+        self.run_button.disabled = True
+        self.stop_button.disabled = False
+        self._thread = threading.Thread(target=self._work, name="fw-finetune", daemon=True)
+        self._thread.start()
+        if block:
+            self.wait()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the current run (if any) has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stop(self) -> None:
+        """Ask the run to stop after its current step."""
+        self._stop.set()
+        self.eta.value = "stopping after this step..."
+
+    # ------------------------------------------------------------------ handlers
+
+    def _on_run(self, _button: widgets.Button) -> None:
+        self.run(block=False)
+
+    def _on_stop(self, _button: widgets.Button) -> None:
+        self.stop()
+
+    def _options(self) -> dict[str, Any]:
+        bn = self._get_bn_policy() if self._get_bn_policy is not None else None
+        return {
+            "epochs": int(self.epochs.value),
+            "steps": int(self.steps.value) or None,
+            "lr": float(self.lr.value),
+            "batch_size": int(self.batch_size.value),
+            "num_classes": int(self.num_classes.value) or None,
+            "bn": bn,
+            "image_size": self._image_size,
+        }
+
+    def _work(self) -> None:
+        report: FineTuneReport | None = None
+        try:
+            model = self._get_model()
+            options = self._options()
+            report = finetune(model, self._data, callback=self._on_step, stop=self._stop, **options)
+            self.progress.bar_style = "success" if report.ok else "danger"
+            self.eta.value = (
+                f"stopped after {report.steps} steps"
+                if report.stopped_early
+                else f"done in {report.total_seconds:.1f} s"
+            )
+        except Exception as exc:  # shown as one line; the panel must never raise into the UI
+            self.last_error = exc
+            report = getattr(exc, "report", None)
+            self.messages.error(exc, "fine-tune")
+            self.progress.bar_style = "danger"
+            self.eta.value = "failed"
+        finally:
+            self.run_button.disabled = False
+            self.stop_button.disabled = True
+        if report is not None:
+            self.last_report = report
+            self._draw(force=True)
+            self.results.value = verification_html(report) + figures_html(report)
+            if self._on_finished is not None:
+                try:
+                    self._on_finished(report)
+                except Exception as exc:  # a broken hook must not hide the result
+                    self.messages.error(exc, "after fine-tune")
+
+    def _on_step(self, event: StepEvent) -> None:
+        self._losses.append(event.loss)
+        self._accs.append(event.acc)
+        self.progress.max = max(event.total_steps, 1)
+        self.progress.value = event.step
+        self.eta.value = (
+            f"step {event.step}/{event.total_steps}, epoch {event.epoch}, "
+            f"loss {event.loss:.4g}, acc {event.acc:.0%}, ETA {event.eta_seconds:.0f} s"
+        )
+        self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._losses or (not force and now - self._last_plot < PLOT_INTERVAL):
+            return
+        self._last_plot = now
+        try:
+            self.plot.value = _plot_png(self._losses, self._accs)
+            self.plot.layout.display = ""
+        except Exception:  # the plot is a nicety (matplotlib missing or broken backend)
+            self.plot.layout.display = "none"
