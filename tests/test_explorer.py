@@ -274,3 +274,25 @@ def test_explore_by_name_on_meta_device() -> None:
 def test_explore_rejects_non_modules() -> None:
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         explore(torch.zeros(3))  # type: ignore[arg-type]
+
+
+def test_finetune_from_the_explorer_refreshes_the_tree(seq_bn: nn.Module) -> None:
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(64, 32), torch.randint(0, 3, (64,)))
+    ex = FreezeExplorer(seq_bn)
+    ex.finetune._data = data
+    ex.finetune.num_classes.value = 3  # the head has 2 outputs: it gets replaced
+    ex.finetune.steps.value = 4
+    ex.tick("0")
+    frozen_before = seq_bn[0].weight.detach().clone()
+    ex.finetune.run_button.click()
+    ex.finetune.wait()
+    report = ex.finetune.last_report
+    assert report is not None, ex.finetune.messages.last_error
+    assert report.ok
+    assert torch.equal(seq_bn[0].weight, frozen_before)
+    assert ex.tree.node("3").total == 32 * 3 + 3  # the tree shows the new head
+    assert_display_matches_model(ex)
+    assert not ex.tree_view.disabled

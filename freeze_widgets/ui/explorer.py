@@ -15,6 +15,8 @@ from torch import nn
 from ..freezing import FreezeSpec
 from ..models import load_model, weights_source
 from ..tree import ModuleTree, Node, NodeState, ParamCounts
+from .export_panel import ExportPanel
+from .finetune_panel import FineTunePanel
 from .header import Header
 from .messages import MessageArea
 from .payload import filter_visible
@@ -96,16 +98,25 @@ class FreezeExplorer(widgets.VBox):
     # ------------------------------------------------------------------ building
 
     def _make_panels(self) -> widgets.Widget:
-        placeholders = []
-        for label, css, why in (
-            ("fine-tune", "fw-finetune-run", "The demo fine-tune is not available yet."),
-            ("export ONNX", "fw-export-run", "Partial-bound ONNX export is not available yet."),
-            ("Netron", "fw-netron", "Netron view is not available yet."),
-        ):
-            button = widgets.Button(description=label, disabled=True, tooltip=why)
-            button.add_class(css)
-            placeholders.append(button)
-        box = widgets.HBox(placeholders)
+        self.finetune = FineTunePanel(
+            lambda: self.model,
+            on_finished=self._on_finetune_finished,
+            get_bn_policy=lambda: self.bn_policy,
+        )
+        # No ticks while a run is training the model in its thread.
+        self.finetune.run_button.observe(self._on_finetune_running, names="disabled")
+        self.export = ExportPanel(lambda: self.model)
+
+        def section(title: str, body: widgets.Widget) -> widgets.VBox:
+            heading = widgets.HTML(f'<h4 style="margin:10px 0 4px">{title}</h4>')
+            return widgets.VBox([heading, body])
+
+        box = widgets.VBox(
+            [
+                section("Demo fine-tune: a short real run that respects the freeze", self.finetune),
+                section("Partial-bound export, verified with onnxruntime", self.export),
+            ]
+        )
         box.add_class("fw-panels")
         return box
 
@@ -160,7 +171,7 @@ class FreezeExplorer(widgets.VBox):
 
     def close(self) -> None:
         """Close the widgets and stop any Netron server this explorer started."""
-        for name in ("panels", "tree_view"):
+        for name in ("export", "tree_view"):
             stop = getattr(getattr(self, name, None), "shutdown", None)
             if callable(stop):
                 stop()
@@ -198,7 +209,7 @@ class FreezeExplorer(widgets.VBox):
         path = content.get("path")
         if not isinstance(path, str):
             raise ValueError(f"tick message without a path: {content!r}")
-        if self.tree_view.disabled:
+        if self.finetune.running or self.tree_view.disabled:
             raise RuntimeError(
                 "the model is busy (a fine-tune is running); tick again when it ends"
             )
@@ -229,6 +240,14 @@ class FreezeExplorer(widgets.VBox):
                     retyped.add(n.index)
         self.messages.info(f"froze everything up to and including {node.path}; the rest trains")
         self._apply([touched[i] for i in sorted(touched)], retyped)
+
+    def _on_finetune_running(self, change: dict[str, Any]) -> None:
+        self.tree_view.disabled = bool(change["new"])
+
+    @_guarded("after fine-tune")
+    def _on_finetune_finished(self, _report: Any) -> None:
+        # The run may have replaced the head or unfrozen groups: re-read the model.
+        self.refresh()
 
     @_guarded("filter")
     def _on_filter(self, change: dict[str, Any]) -> None:
