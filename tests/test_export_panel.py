@@ -40,7 +40,7 @@ def test_parse_helpers() -> None:
 
 
 def test_rows_follow_the_signature() -> None:
-    panel = ExportPanel(lambda: Masked())
+    panel = ExportPanel(Masked)
     modes = {row.param.name: row.mode.value for row in panel.args}
     assert modes == {"x": "input", "mask": "input", "scale": "bound", "relu": "bound"}
     assert panel.args[0].value.value == "2, 6"  # example shape from the first Linear
@@ -79,7 +79,7 @@ def test_export_with_bound_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_bad_bound_value_is_one_readable_line(tmp_path: Path) -> None:
-    panel = ExportPanel(lambda: Masked(), out_path=str(tmp_path / "m.onnx"))
+    panel = ExportPanel(Masked, out_path=str(tmp_path / "m.onnx"))
     rows = {row.param.name: row for row in panel.args}
     rows["scale"].value.value = "not a value("
     panel.run(block=True)
