@@ -683,7 +683,9 @@ def _diff(before: torch.Tensor, after: torch.Tensor) -> tuple[bool, float]:
     changed = not torch.equal(before, after)
     if not changed:
         return False, 0.0
-    delta = (after.double() - before.double()).abs()
+    if not before.is_floating_point():  # num_batches_tracked: exact in double
+        before, after = before.double(), after.double()
+    delta = (after - before).abs()
     return True, float(delta.max()) if delta.numel() else 0.0
 
 
