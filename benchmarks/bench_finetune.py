@@ -54,7 +54,7 @@ def build(case: str) -> nn.Module:
     from torchvision.models import resnet18
 
     torch.manual_seed(0)
-    model = resnet18(weights=None, num_classes=CLASSES)
+    model: nn.Module = resnet18(weights=None, num_classes=CLASSES)
     frozen = CASES[case][1]
     if frozen:
         freeze(model)
@@ -72,7 +72,9 @@ def split(model: nn.Module, case: str) -> tuple[nn.Module, nn.Module]:
             break
         cut = i + 1
     prefix = nn.Sequential(*[getattr(model, n) for n in CHAIN[:cut]])
-    rest = nn.Sequential(*[getattr(model, n) for n in CHAIN[cut:]], nn.Flatten(1), model.fc)
+    rest = nn.Sequential(
+        *[getattr(model, n) for n in CHAIN[cut:]], nn.Flatten(1), model.get_submodule("fc")
+    )
     return prefix, rest
 
 

@@ -600,14 +600,17 @@ def _restore_modes(modes: dict[nn.Module, bool], model: nn.Module) -> None:
     """Put every module back in the mode it had (flags set directly: ``.train()`` recurses).
 
     Modules added meanwhile (a new head, a FrozenBatchNorm) take their parent's mode, and a
-    BatchNorm under the "eval"/"frozen" policy stays in eval whatever it was before.
+    BatchNorm under the "eval"/"frozen" policy stays in eval whatever it was before, and one
+    released during the run follows its parent.
     """
     restored: dict[str, bool] = {}
     for path, mod in model.named_modules():
         parent = restored.get(path.rpartition(".")[0], modes.get(model, True))
         mode = modes.get(mod, parent)
-        if isinstance(mod, FrozenBatchNorm) or bn_state(mod) == "eval":
-            mode = False
+        if isinstance(mod, (_BatchNorm, FrozenBatchNorm)):
+            # A policy decides: frozen ones stay in eval, released ones (gradual unfreezing)
+            # follow their parent instead of the eval mode they had while frozen.
+            mode = parent if bn_state(mod) == "train" else False
         mod.training = mode
         restored[path] = mode
 
@@ -824,8 +827,9 @@ def finetune(
         batch_size: Used unless ``data`` is a DataLoader.
         lr: Learning rate of the parameters trainable at the start.
         optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (momentum 0.9).
-        num_classes: Classes of the task; inferred from the data if None. A head with a
-            different output size is replaced by a fresh, trainable ``nn.Linear``.
+        num_classes: Classes of the task; if None, inferred from the dataset's ``classes``,
+            ``num_classes`` or ``targets``, or by reading the labels of up to 10,000 items. A
+            head with a different output size is replaced by a fresh, trainable ``nn.Linear``.
         callback: Called with a :class:`StepEvent` after every step; returning False stops.
         unfreeze_schedule: ``"gradual"`` unfreezes one more frozen top-level group per epoch,
             from the end of the model backwards, at ``lr / 2.6**k``; a list gives the group(s)
@@ -890,12 +894,15 @@ def finetune(
             f"nothing to train: all {n} parameters are frozen; untick a module or call "
             "unfreeze(model, 'fc')"
         )
-    schedule = _resolve_schedule(model, unfreeze_schedule, _planned_epochs(loader, epochs, steps))
+    planned = _planned_epochs(loader, epochs, steps)
+    _resolve_schedule(model, unfreeze_schedule, planned)  # validate before touching the model
 
     report = FineTuneReport(num_classes=num_classes, optimizer=optimizer.lower(), lr=lr)
     modes = _module_modes(model)
     if num_classes is not None:
         report.head_replaced = _replace_head(model, num_classes, seed)
+    # Resolved again now: a replaced head is trainable and must not count as a frozen group.
+    schedule = _resolve_schedule(model, unfreeze_schedule, planned)
     if bn is not None:
         frozen_bns = [path for path, mod in iter_batchnorms(model) if _bn_frozen(mod) and path]
         if frozen_bns:

@@ -388,6 +388,8 @@ def test_gradual_unfreezing_adds_groups_per_epoch() -> None:
     )
     assert rows["conv1.weight"].was_frozen and rows["conv1.weight"].status == "ok"
     assert "epoch 2: unfroze bn2" in report.summary()
+    assert model.training and model.bn2.training  # released BN follows the model again
+    assert not model.bn1.training  # still frozen under the "eval" policy
 
 
 def test_explicit_schedule_and_unknown_group() -> None:
@@ -400,6 +402,16 @@ def test_explicit_schedule_and_unknown_group() -> None:
     assert [(e.epoch, e.group) for e in report.unfreeze_events] == [(2, "conv2"), (2, "bn2")]
     with pytest.raises(ValueError, match="not in the model"):
         finetune(model, small_images(16), epochs=2, unfreeze_schedule=["layer9"])
+
+
+def test_gradual_schedule_skips_a_replaced_head() -> None:
+    model = tiny_conv(num_classes=4)
+    freeze(model)  # fc frozen too, but it is replaced by a trainable 3-class head
+    data = small_images(24, classes=3)
+    report = finetune(model, data, epochs=2, batch_size=12, unfreeze_schedule="gradual")
+    assert report.head_replaced == "fc: Linear(16->4) replaced by Linear(16->3)"
+    assert [(e.epoch, e.group) for e in report.unfreeze_events] == [(2, "bn2")]
+    assert report.ok
 
 
 # --------------------------------------------------------------------------- data inputs
