@@ -49,6 +49,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 SERVER_START_TIMEOUT_S = 60.0
+_EXTERNAL = re.compile(r"^(https?|wss?)://(?!(127\.0\.0\.1|localhost)[:/])")
 
 
 def artifacts_root() -> Path:
@@ -211,6 +212,7 @@ def lab_browser(
     name: str = "e2e",
     env: dict[str, str] | None = None,
     viewport: tuple[int, int] = (1400, 1000),
+    block_external: bool = True,
     keep_tmp: bool = False,
 ) -> Iterator[LabSession]:
     """JupyterLab on a temporary copy of ``notebooks`` plus a Chromium page, always cleaned up.
@@ -222,6 +224,8 @@ def lab_browser(
         env: Extra environment for the server and its kernels. ``FREEZE_WIDGETS_OFFLINE=1``
             and ``FREEZE_WIDGETS_OUT`` (a temp dir) are always set.
         viewport: Browser viewport size.
+        block_external: Abort requests to hosts other than 127.0.0.1/localhost (Netron's page
+            asks ipinfo.io and analytics; offline they would only time out).
         keep_tmp: Keep the temporary dir (for debugging).
 
     Yields:
@@ -296,6 +300,8 @@ def lab_browser(
             pw = sync_playwright().start()
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+            if block_external:
+                context.route(_EXTERNAL, lambda route: route.abort())
             page = context.new_page()
             session = LabSession(page, base_url, token, root, out_dir, artifacts, server_log)
             console = session.console
@@ -330,14 +336,48 @@ def lab_browser(
 # --------------------------------------------------------------------------- notebook helpers
 
 
-def open_notebook(session: LabSession, name: str, *, timeout_s: float = 90) -> None:
-    """Open ``name`` (relative to the root dir) and wait until its kernel is idle."""
+_NOTEBOOK_READY_JS = """
+(expected) => {
+  const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+  if (!panel) return 'no notebook panel';
+  const cells = panel.querySelectorAll('.jp-Notebook .jp-Cell').length;
+  if (cells < expected) return `${cells}/${expected} cells`;
+  const kernel = panel.querySelector('.jp-KernelName');
+  if (!kernel || /no kernel/i.test(kernel.textContent)) return 'no kernel yet';
+  const indicator = document.querySelector('.jp-Notebook-ExecutionIndicator');
+  const status = indicator ? indicator.getAttribute('data-status') : null;
+  if (status !== 'idle') return `kernel ${status}`;
+  return 'ready';
+}
+"""
+
+
+def open_notebook(session: LabSession, name: str, *, timeout_s: float = 120) -> None:
+    """Open ``name`` (relative to the root dir); wait for all its cells and an idle kernel.
+
+    The execution indicator reads "idle" while the notebook is still a one-cell placeholder with
+    no kernel; running cells then opens a blocking "Select Kernel" dialog. So this waits for the
+    notebook's cells, a kernel name in the toolbar and "idle", seen twice 0.5 s apart.
+    """
+    import nbformat
+
+    expected = len(nbformat.read(session.root_dir / name, as_version=4).cells)
     page = session.page
     page.goto(session.url(f"/lab/tree/{name}"), wait_until="domcontentloaded")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout_s * 1000)
-    page.wait_for_selector(
-        ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_s * 1000
-    )
+    deadline = time.monotonic() + timeout_s
+    ready_since: float | None = None
+    state = "not loaded"
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # the page may still be navigating
+            state = page.evaluate(_NOTEBOOK_READY_JS, expected)
+        if state == "ready":
+            ready_since = ready_since or time.monotonic()
+            if time.monotonic() - ready_since >= 0.5:
+                return
+        else:
+            ready_since = None
+        time.sleep(0.1)
+    raise AssertionError(f"notebook {name} not ready after {timeout_s:.0f} s: {state}")
 
 
 def run_all_cells(session: LabSession) -> float:
@@ -348,14 +388,23 @@ def run_all_cells(session: LabSession) -> float:
     item.wait_for(state="visible", timeout=10_000)
     start = time.perf_counter()
     item.click()
+    # Should not happen after open_notebook; if it does, say so and go on as a person would.
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    with contextlib.suppress(Exception):
+        dialog.wait_for(state="visible", timeout=1500)
+    if dialog.count() and dialog.first.is_visible():
+        session.console.append("[harness] 'Select Kernel' dialog after Run All; accepted")
+        print("warning: JupyterLab asked to select a kernel after Run All; accepting")
+        dialog.locator(".jp-mod-accept").first.click()
     return start
 
 
 def cell_errors(session: LabSession) -> list[str]:
     """Text of every error output shown in the notebook."""
+    # textContent, not innerText: cells scrolled out of view (content-visibility) have no innerText.
     texts: list[str] = session.page.locator(
         ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
-    ).all_inner_texts()
+    ).all_text_contents()
     return texts
 
 
@@ -371,13 +420,119 @@ def wait_all_cells_done(session: LabSession, *, timeout_s: float = 150) -> None:
         errors = cell_errors(session)
         if errors:
             raise AssertionError("a notebook cell failed in the browser:\n" + errors[0][-3000:])
-        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_text_contents()
         done = prompts and all(re.search(r"\[\d+\]", p) for p in prompts)
         idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
         if done and idle:
             return
         time.sleep(0.25)
-    prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+    prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_text_contents()
     raise AssertionError(
         f"cells still running after {timeout_s:.0f} s; prompts: {[p.strip() for p in prompts]}"
+    )
+
+
+# --------------------------------------------------------------------------- explorer helpers
+
+_WATCH_HEADER_JS = """
+(header) => {
+  const value = () => {
+    const el = header.querySelector('.fw-trainable');
+    return el ? el.getAttribute('data-value') : null;
+  };
+  const rec = { start: value(), click: null, update: null, value: null };
+  window.__fwLatency = rec;
+  const onClick = (event) => {
+    if (rec.click === null && event.target.closest && event.target.closest('.fw-check')) {
+      rec.click = performance.now();
+    }
+  };
+  document.addEventListener('click', onClick, { capture: true });
+  const observer = new MutationObserver(() => {
+    const v = value();
+    if (rec.update === null && v !== null && v !== rec.start) {
+      rec.update = performance.now();
+      rec.value = v;
+      observer.disconnect();
+      document.removeEventListener('click', onClick, { capture: true });
+    }
+  });
+  observer.observe(header, { subtree: true, childList: true, attributes: true,
+                             characterData: true });
+  return rec.start;
+}
+"""
+
+
+@dataclass(frozen=True)
+class HeaderChange:
+    """Trainable count before/after a click and the click-to-header latency in the browser."""
+
+    before: int
+    after: int
+    latency_ms: float
+
+
+def header_value(explorer: Any, cls: str = "fw-trainable") -> int:
+    """The integer ``data-value`` of a header count (``fw-trainable``, ``fw-frozen``, ...)."""
+    raw = explorer.locator(f".fw-header .{cls}").first.get_attribute("data-value")
+    if raw is None:
+        raise AssertionError(f"header element .{cls} has no data-value attribute")
+    return int(raw)
+
+
+def click_and_time_header(
+    session: LabSession, explorer: Any, target: Any, *, timeout_s: float = 30
+) -> HeaderChange:
+    """Click ``target`` (a row's checkbox) and time click -> trainable count changed in the DOM.
+
+    Both instants are taken inside the page (``performance.now()`` in a capturing click listener
+    and in a MutationObserver on the header), so Playwright's own overhead is not counted.
+    """
+    header = explorer.locator(".fw-header").first
+    start = header.evaluate(_WATCH_HEADER_JS)
+    if start is None:
+        raise AssertionError("the explorer header shows no .fw-trainable[data-value]")
+    target.click()
+    try:
+        session.page.wait_for_function(
+            "() => window.__fwLatency && window.__fwLatency.update !== null",
+            timeout=timeout_s * 1000,
+        )
+    except Exception as exc:
+        raise AssertionError(
+            f"the header's trainable count ({start}) did not change within {timeout_s:.0f} s of "
+            "the click"
+        ) from exc
+    rec = session.page.evaluate("() => window.__fwLatency")
+    latency = float(rec["update"] - rec["click"]) if rec["click"] is not None else float("nan")
+    return HeaderChange(int(start), int(rec["value"]), latency)
+
+
+def netron_node_count(session: LabSession, iframe: Any, *, timeout_s: float = 60) -> int:
+    """Wait until Netron in ``iframe`` drew its graph (accepting its cookie notice); count nodes.
+
+    Netron (9.x) renders the graph as SVG inside ``#canvas``; each operator is a ``g.node``.
+    Before loading a model it shows a consent notice with a ``#message-button`` to click.
+    """
+    handle = iframe.element_handle(timeout=timeout_s * 1000)
+    frame = handle.content_frame() if handle is not None else None
+    if frame is None:
+        raise AssertionError("the Netron iframe has no content frame")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            button = frame.locator("#message-button")
+            if button.is_visible():
+                button.click(timeout=5000)
+        count: int = frame.locator("#canvas g.node").count()
+        if count > 0:
+            return count
+        time.sleep(0.25)
+    text = ""
+    with contextlib.suppress(Exception):
+        text = frame.locator("body").inner_text(timeout=2000)[:500]
+    raise AssertionError(
+        f"Netron drew no graph nodes within {timeout_s:.0f} s (frame url {frame.url}); page text: "
+        f"{text!r}"
     )
