@@ -13,6 +13,7 @@ Needs /usr/bin/chromium (``bash tools/dev.sh test`` installs it); set
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -33,6 +34,7 @@ QUICKSTART = "00_quickstart.ipynb"
 # ResNet-18's layer1: 4 convs 64->64 3x3 (no bias) + 4 BatchNorm(64) weight and bias.
 LAYER1_PARAMS = 4 * 64 * 64 * 9 + 4 * 2 * 64
 EXPORT_TIMEOUT_S = 240
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.IGNORECASE)
 
 
 def _layer1_params_from_torchvision() -> int:
@@ -104,6 +106,11 @@ def test_quickstart_in_jupyterlab() -> None:
         lab.screenshot("exported")
         verdict = parity.get_attribute("data-parity")
         assert verdict == "ok", f"export parity {verdict!r}: {report.inner_text()[:1000]}"
+        parity_text = parity.inner_text()
+        numbers = [float(n) for n in _NUMBER.findall(parity_text)]
+        assert "max abs" in parity_text and numbers, f"no max abs diff shown: {parity_text!r}"
+        if "tolerance" in parity_text:
+            assert numbers[0] <= numbers[-1], f"shown diff above tolerance: {parity_text!r}"
 
         # Netron inside the explorer: the iframe shows the graph.
         explorer.locator(".fw-netron").first.click()
