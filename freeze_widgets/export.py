@@ -141,6 +141,9 @@ class BoundModule(nn.Module):
         new_params = [p.replace(annotation=inspect.Parameter.empty) for p in unbound]
         self.__signature__ = inspect.Signature(new_params)
         self.forward = self._make_forward(unbound)  # type: ignore[method-assign]
+        # Mirror the model's mode without touching its submodules (train() would recurse and
+        # undo per-module choices such as a frozen BatchNorm kept in eval).
+        self.training = model.training
 
     def _make_forward(self, unbound: Sequence[inspect.Parameter]) -> Callable[..., Any]:
         # A generated function with real named parameters: torch.export names graph inputs

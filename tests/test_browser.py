@@ -94,7 +94,9 @@ def test_quickstart_in_jupyterlab() -> None:
         lab.screenshot("ticked-layer1")
 
         # Export from the explorer: the report shows a parity verdict.
+        explorer.locator(".fw-open-export").first.click()  # panels are built on first open
         export_button = explorer.locator(".fw-export-run").first
+        export_button.wait_for(state="visible", timeout=30_000)
         assert export_button.is_enabled(), "the explorer's export button is disabled"
         t_export = time.perf_counter()
         export_button.click()

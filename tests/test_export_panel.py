@@ -99,3 +99,15 @@ def test_explorer_exports_its_model(tmp_path: Path, resnet18: nn.Module) -> None
     assert ex.export.last_report.ok
     assert ex.export.last_report.graph_inputs == ["x"]
     ex.close()
+
+
+def test_bind_mirrors_the_model_mode_without_touching_submodules() -> None:
+    from freeze_widgets import bind
+
+    model = Masked().eval()
+    assert not bind(model, mask=torch.ones(6)).training
+    model.train()
+    model.fc.eval()
+    bound = bind(model, mask=torch.ones(6))
+    assert bound.training
+    assert not model.fc.training

@@ -42,6 +42,7 @@ case "$cmd" in
     ;;
   bench)
     setup
+    chromium
     for script in benchmarks/bench_*.py; do
       echo "=== $script"
       "$VENV/bin/python" "$script"

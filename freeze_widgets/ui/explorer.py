@@ -98,27 +98,72 @@ class FreezeExplorer(widgets.VBox):
     # ------------------------------------------------------------------ building
 
     def _make_panels(self) -> widgets.Widget:
-        self.finetune = FineTunePanel(
-            lambda: self.model,
-            on_finished=self._on_finetune_finished,
-            get_bn_policy=lambda: self.bn_policy,
+        # The panels hold most of the explorer's widget models; build each on first open so
+        # the tree renders fast (each widget is a comm round trip for the browser).
+        self._finetune: FineTunePanel | None = None
+        self._export: ExportPanel | None = None
+        auto = widgets.Layout(width="auto")
+        self.open_finetune = widgets.ToggleButton(
+            layout=auto,
+            description="fine-tune",
+            icon="graduation-cap",
+            tooltip="Demo fine-tune that proves the freeze held",
         )
-        # No ticks while a run is training the model in its thread.
-        self.finetune.run_button.observe(self._on_finetune_running, names="disabled")
-        self.export = ExportPanel(lambda: self.model)
-
-        def section(title: str, body: widgets.Widget) -> widgets.VBox:
-            heading = widgets.HTML(f'<h4 style="margin:10px 0 4px">{title}</h4>')
-            return widgets.VBox([heading, body])
-
+        self.open_finetune.add_class("fw-open-finetune")
+        self.open_export = widgets.ToggleButton(
+            layout=auto,
+            description="export",
+            icon="download",
+            tooltip="Partial-bound ONNX export, verified; Netron",
+        )
+        self.open_export.add_class("fw-open-export")
+        plain = widgets.Layout()
+        self._panel_box = widgets.VBox(layout=plain)
         box = widgets.VBox(
-            [
-                section("Demo fine-tune: a short real run that respects the freeze", self.finetune),
-                section("Partial-bound export, verified with onnxruntime", self.export),
-            ]
+            [widgets.HBox([self.open_finetune, self.open_export], layout=plain), self._panel_box],
+            layout=plain,
         )
         box.add_class("fw-panels")
         return box
+
+    @property
+    def finetune(self) -> FineTunePanel:
+        """The fine-tune panel (built on first use)."""
+        if self._finetune is None:
+            self._finetune = FineTunePanel(
+                lambda: self.model,
+                on_finished=self._on_finetune_finished,
+                get_bn_policy=lambda: self.bn_policy,
+            )
+            # No ticks while a run is training the model in its thread.
+            self._finetune.run_button.observe(self._on_finetune_running, names="disabled")
+        return self._finetune
+
+    @property
+    def export(self) -> ExportPanel:
+        """The export panel (built on first use)."""
+        if self._export is None:
+            self._export = ExportPanel(lambda: self.model)
+        return self._export
+
+    def _show_panels(self, _change: Any = None) -> None:
+        sections = []
+        for toggle, title, make in (
+            (
+                self.open_finetune,
+                "Demo fine-tune: a short real run that respects the freeze",
+                lambda: self.finetune,
+            ),
+            (
+                self.open_export,
+                "Partial-bound export, verified with onnxruntime",
+                lambda: self.export,
+            ),
+        ):
+            if toggle.value:
+                heading = widgets.HTML(f'<h4 style="margin:10px 0 4px">{title}</h4>')
+                sections.append(widgets.VBox([heading, make()]))
+        self._panel_box.children = sections
 
     def _wire(self) -> None:
         self.tree_view.on("tick", self._on_tick)
@@ -133,6 +178,8 @@ class FreezeExplorer(widgets.VBox):
         tb.code.observe(self._on_code_toggle, names="value")
         tb.save.on_click(self._on_save)
         tb.load.on_click(self._on_load)
+        self.open_finetune.observe(self._show_panels, names="value")
+        self.open_export.observe(self._show_panels, names="value")
 
     # ------------------------------------------------------------------ handles for tests/scripts
 
@@ -171,7 +218,7 @@ class FreezeExplorer(widgets.VBox):
 
     def close(self) -> None:
         """Close the widgets and stop any Netron server this explorer started."""
-        for name in ("export", "tree_view"):
+        for name in ("_export", "tree_view"):
             stop = getattr(getattr(self, name, None), "shutdown", None)
             if callable(stop):
                 stop()
@@ -209,7 +256,7 @@ class FreezeExplorer(widgets.VBox):
         path = content.get("path")
         if not isinstance(path, str):
             raise ValueError(f"tick message without a path: {content!r}")
-        if self.finetune.running or self.tree_view.disabled:
+        if (self._finetune is not None and self._finetune.running) or self.tree_view.disabled:
             raise RuntimeError(
                 "the model is busy (a fine-tune is running); tick again when it ends"
             )

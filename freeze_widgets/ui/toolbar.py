@@ -17,18 +17,32 @@ _BN_HELP = {
 }
 
 
-def _button(description: str, tooltip: str, css: str, icon: str = "") -> widgets.Button:
-    button = widgets.Button(
-        description=description, tooltip=tooltip, icon=icon, layout=widgets.Layout(width="auto")
-    )
-    button.add_class(css)
-    return button
+class _Shared:
+    """One Layout and one style per kind, shared by the toolbar's widgets.
+
+    Every Layout and style is a widget model of its own, and each model is a comm round trip
+    before the browser can render: sharing them keeps the explorer quick to appear.
+    """
+
+    def __init__(self) -> None:
+        self.auto = widgets.Layout(width="auto")
+        self.plain = widgets.Layout()
+        self.button = widgets.ButtonStyle()
+
+    def button_(self, description: str, tooltip: str, css: str, icon: str = "") -> widgets.Button:
+        button = widgets.Button(
+            description=description, tooltip=tooltip, icon=icon, layout=self.auto, style=self.button
+        )
+        button.add_class(css)
+        return button
 
 
 class Toolbar(widgets.VBox):
     """The controls above the tree; the explorer wires their events to the core."""
 
     def __init__(self, spec_path: str = "freeze_spec.json", **kwargs: Any) -> None:
+        shared = _Shared()
+        _button = shared.button_
         self.filter = widgets.Text(
             placeholder="filter: layer3, conv, *.bn1",
             continuous_update=True,
@@ -51,7 +65,10 @@ class Toolbar(widgets.VBox):
         )
         self.bn.add_class("fw-bn-policy")
         self.code = widgets.ToggleButton(
-            description="code", tooltip="Plain PyTorch that reproduces this freeze", icon="code"
+            description="code",
+            tooltip="Plain PyTorch that reproduces this freeze",
+            icon="code",
+            layout=shared.auto,
         )
         self.code.add_class("fw-code-toggle")
         self.spec_path = widgets.Text(
@@ -62,8 +79,11 @@ class Toolbar(widgets.VBox):
         self.save = _button("save", "Save the freeze as FreezeSpec JSON", "fw-spec-save", "save")
         self.load = _button("load", "Load a FreezeSpec JSON file", "fw-spec-load", "folder-open")
         row1 = widgets.HBox(
-            [self.filter, self.expand, self.collapse, self.freeze_all, self.unfreeze_all]
+            [self.filter, self.expand, self.collapse, self.freeze_all, self.unfreeze_all],
+            layout=shared.plain,
         )
-        row2 = widgets.HBox([self.bn, self.code, self.spec_path, self.save, self.load])
-        super().__init__([row1, row2], **kwargs)
+        row2 = widgets.HBox(
+            [self.bn, self.code, self.spec_path, self.save, self.load], layout=shared.plain
+        )
+        super().__init__([row1, row2], layout=shared.plain, **kwargs)
         self.add_class("fw-toolbar")
