@@ -536,3 +536,17 @@ def netron_node_count(session: LabSession, iframe: Any, *, timeout_s: float = 60
         f"Netron drew no graph nodes within {timeout_s:.0f} s (frame url {frame.url}); page text: "
         f"{text!r}"
     )
+
+
+@contextlib.contextmanager
+def launch_chromium() -> Iterator[Any]:
+    """Just the browser (no JupyterLab), for tests that load pages of their own."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -92,6 +92,7 @@ def test_quickstart_in_jupyterlab() -> None:
         assert shown == f"{change.after:,}", f"header text {shown!r} != {change.after:,}"
         assert header_value(explorer, "fw-frozen") == total - change.after
         lab.screenshot("ticked-layer1")
+        explorer.screenshot(path=str(lab.artifacts_dir / "explorer.png"))  # the README's picture
 
         # Export from the explorer: the report shows a parity verdict.
         explorer.locator(".fw-open-export").first.click()  # panels are built on first open

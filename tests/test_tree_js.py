@@ -17,7 +17,7 @@ from torchvision.models import resnet18
 from freeze_widgets import ModuleTree
 from freeze_widgets.ui.payload import delta_rows, tree_payload
 
-from .chromium import launch_chromium
+from .browser_harness import launch_chromium
 
 ESM = Path(__file__).resolve().parents[1] / "freeze_widgets" / "ui" / "tree.js"
 

@@ -6,7 +6,6 @@ import ast
 import html
 import inspect
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from torch import nn
 
 from ..export import ExportReport, bind, export_onnx, export_torchscript
 from ..netron import _colab_output, show_netron, start_netron, stop_netron
+from .background import BackgroundWork
 from .messages import MessageArea
 
 __all__ = ["ExportPanel", "default_input_shape", "parse_bound_value", "parse_shape"]
@@ -117,7 +117,7 @@ class _ArgRow(widgets.HBox):
             self.hint.value = "<small>literal or notebook variable</small>"
 
 
-class ExportPanel(widgets.VBox):
+class ExportPanel(BackgroundWork, widgets.VBox):
     """The export controls and the last report; the Netron button shows the last export.
 
     Args:
@@ -164,7 +164,6 @@ class ExportPanel(widgets.VBox):
         self.messages = MessageArea()
         self.last_report: ExportReport | None = None
         self.last_error: BaseException | None = None
-        self._thread: threading.Thread | None = None
         self._netron_paths: set[str] = set()
         heading = widgets.HTML(
             "<b>forward() arguments</b>: inputs become graph inputs, bound ones constants"
@@ -186,10 +185,6 @@ class ExportPanel(widgets.VBox):
         self.netron_button.on_click(self._on_netron)
 
     # ------------------------------------------------------------------ public
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def arguments(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(example inputs by name, bound values by name) from the rows, validated."""
@@ -213,14 +208,7 @@ class ExportPanel(widgets.VBox):
         self.messages.clear()
         self.status.value = "exporting..."
         self.run_button.disabled = True
-        self._thread = threading.Thread(target=self._work, name="fw-export", daemon=True)
-        self._thread.start()
-        if block:
-            self.wait()
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._start("fw-export", block)
 
     def show_netron(self) -> None:
         """Show the last export in Netron (server on 127.0.0.1) inside the panel."""

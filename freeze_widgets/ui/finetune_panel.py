@@ -25,6 +25,7 @@ from ..training import (
     VerificationRow,
     finetune,
 )
+from .background import BackgroundWork
 from .messages import MessageArea
 
 __all__ = ["FineTunePanel", "figures_html", "verification_html"]
@@ -136,7 +137,7 @@ def _plot_png(losses: list[float], accs: list[float]) -> bytes:
 # --------------------------------------------------------------------------- the panel
 
 
-class FineTunePanel(widgets.VBox):
+class FineTunePanel(BackgroundWork, widgets.VBox):
     """Controls, live progress and the verification of a demo fine-tune.
 
     Args:
@@ -197,7 +198,6 @@ class FineTunePanel(widgets.VBox):
         self.messages.add_class("fw-finetune-error")
         self.last_report: FineTuneReport | None = None
         self.last_error: BaseException | None = None
-        self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._losses: list[float] = []
         self._accs: list[float] = []
@@ -220,10 +220,6 @@ class FineTunePanel(widgets.VBox):
 
     # ------------------------------------------------------------------ public
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def run(self, block: bool = False) -> None:
         """Start a run in a background thread (a second click while running is ignored)."""
         if self.running:
@@ -240,15 +236,7 @@ class FineTunePanel(widgets.VBox):
         self.eta.value = "starting..."
         self.run_button.disabled = True
         self.stop_button.disabled = False
-        self._thread = threading.Thread(target=self._work, name="fw-finetune", daemon=True)
-        self._thread.start()
-        if block:
-            self.wait()
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until the current run (if any) has finished."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._start("fw-finetune", block)
 
     def stop(self) -> None:
         """Ask the run to stop after its current step."""

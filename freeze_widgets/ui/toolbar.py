@@ -60,8 +60,8 @@ class Toolbar(widgets.VBox):
             value="eval",
             description="BatchNorm",
             tooltip="\n".join(_BN_HELP.values()),
-            layout=widgets.Layout(width="180px"),
-            style={"description_width": "70px"},
+            layout=widgets.Layout(width="190px"),
+            style={"description_width": "initial"},
         )
         self.bn.add_class("fw-bn-policy")
         self.code = widgets.ToggleButton(
