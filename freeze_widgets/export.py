@@ -886,21 +886,32 @@ def export_onnx(
                 }
                 return session.run(None, ort_feed)  # type: ignore[no-any-return]
 
-            batches = list(
-                verify_batches or _default_batches(_batch_of(traced_inputs), dynamic_batch)
-            )
-            report.parity = _verify(
-                run,
-                model,
-                inputs,
-                batches,
-                atol=atol,
-                rtol=rtol,
-                timing_runs=timing_runs,
-                warmup=warmup,
-            )
-            report.verified = True
+            batches = verify_batches or _default_batches(_batch_of(traced_inputs), dynamic_batch)
+            _attach_parity(report, run, model, inputs, batches, timing_runs, warmup)
     return report
+
+
+def _attach_parity(
+    report: ExportReport,
+    run: Callable[[Mapping[str, Any]], Sequence[Any]],
+    model: nn.Module,
+    inputs: Mapping[str, Any],
+    batches: Sequence[int],
+    timing_runs: int,
+    warmup: int,
+) -> None:
+    """Compare the exported ``run`` with eager ``model`` at ``batches``; fills the report."""
+    report.parity = _verify(
+        run,
+        model,
+        inputs,
+        list(batches),
+        atol=report.atol,
+        rtol=report.rtol,
+        timing_runs=timing_runs,
+        warmup=warmup,
+    )
+    report.verified = True
 
 
 def _ort_session(path: Path) -> Any:
@@ -1037,16 +1048,6 @@ def export_torchscript(
                         return _flatten(loaded(*feed.values()))
                     return _flatten(loaded(**feed))
 
-            batches = list(verify_batches or _default_batches(_batch_of(traced_inputs), True))
-            report.parity = _verify(
-                run,
-                model,
-                inputs,
-                batches,
-                atol=atol,
-                rtol=rtol,
-                timing_runs=timing_runs,
-                warmup=warmup,
-            )
-            report.verified = True
+            batches = verify_batches or _default_batches(_batch_of(traced_inputs), True)
+            _attach_parity(report, run, model, inputs, batches, timing_runs, warmup)
     return report
