@@ -27,9 +27,11 @@ __all__ = [
     "FreezeSpec",
     "FrozenBatchNorm",
     "apply_freeze",
+    "bn_is_frozen",
     "freeze",
     "freeze_to",
     "resolve_targets",
+    "set_bn_policy",
     "top_level_groups",
     "unfreeze",
 ]
@@ -591,6 +593,20 @@ class FreezeSpec:
                 "        m.train = lambda mode=True, m=m: m",
             ]
         return "\n".join(lines) + "\n"
+
+
+def bn_is_frozen(module: nn.Module) -> bool:
+    """A BatchNorm counts as frozen when all its parameters are (or, without any, by policy)."""
+    params = list(module.parameters())
+    if params:
+        return not any(p.requires_grad for p in params)
+    return bn_state(module) != "train"
+
+
+def set_bn_policy(model: nn.Module, bn: str) -> FreezeChange:
+    """Re-apply a BatchNorm policy to every frozen BatchNorm layer of ``model``, in place."""
+    frozen = {path: mod for path, mod in iter_batchnorms(model) if path and bn_is_frozen(mod)}
+    return apply_freeze(model, [], [], frozen, frozen=True, bn=bn)
 
 
 def iter_batchnorms(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

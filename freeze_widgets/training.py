@@ -38,9 +38,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from .freezing import (
     BN_POLICIES,
     FrozenBatchNorm,
+    bn_is_frozen,
     bn_state,
-    freeze,
     iter_batchnorms,
+    set_bn_policy,
     top_level_groups,
     unfreeze,
 )
@@ -538,15 +539,15 @@ def _replace_head(model: nn.Module, num_classes: int, seed: int) -> str | None:
 # --------------------------------------------------------------------------- optimizer
 
 
+_OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float], torch.optim.Optimizer]] = {
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+}
+
+
 def _make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    key = name.lower()
-    if key == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
-    if key == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if key == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd'; got {name!r}")
+    return _OPTIMIZERS[name.lower()](params, lr)
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -658,20 +659,13 @@ class _Snapshot:
     buffers: dict[str, tuple[torch.Tensor, bool, str]]  # name -> (copy, bn frozen, policy)
 
 
-def _bn_frozen(mod: nn.Module) -> bool:
-    params = list(mod.parameters())
-    if params:
-        return not any(p.requires_grad for p in params)
-    return bn_state(mod) != "train"
-
-
 def _snapshot(model: nn.Module) -> _Snapshot:
     params: dict[str, tuple[torch.Tensor, bool]] = {}
     for name, p in model.named_parameters():  # de-duplicated: tied tensors appear once
         params[name] = (p.detach().to("cpu", copy=True), not p.requires_grad)
     buffers: dict[str, tuple[torch.Tensor, bool, str]] = {}
     for path, mod in iter_batchnorms(model):
-        frozen = _bn_frozen(mod)
+        frozen = bn_is_frozen(mod)
         policy = bn_state(mod)
         for bname, buf in mod.named_buffers(prefix=path, recurse=False):
             if buf is not None:
@@ -789,7 +783,7 @@ def _group_params(model: nn.Module, group: str) -> list[nn.Parameter]:
 
 
 def _report_bn_policy(model: nn.Module) -> str:
-    states = {bn_state(m) for _, m in iter_batchnorms(model) if _bn_frozen(m)}
+    states = {bn_state(m) for _, m in iter_batchnorms(model) if bn_is_frozen(m)}
     if not states:
         return "none"
     return states.pop() if len(states) == 1 else "mixed"
@@ -878,7 +872,7 @@ def finetune(
             "cache_features=True cannot be combined with augment=True: augmented inputs "
             "change the frozen features every epoch"
         )
-    if not isinstance(optimizer, str) or optimizer.lower() not in ("adamw", "adam", "sgd"):
+    if not isinstance(optimizer, str) or optimizer.lower() not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd'; got {optimizer!r}")
 
     loader, dataset = _make_loader(data, batch_size=batch_size, image_size=image_size, seed=seed)
@@ -904,9 +898,7 @@ def finetune(
     # Resolved again now: a replaced head is trainable and must not count as a frozen group.
     schedule = _resolve_schedule(model, unfreeze_schedule, planned)
     if bn is not None:
-        frozen_bns = [path for path, mod in iter_batchnorms(model) if _bn_frozen(mod) and path]
-        if frozen_bns:
-            freeze(model, *frozen_bns, bn=bn)
+        set_bn_policy(model, bn)
     report.bn_policy = _report_bn_policy(model)
 
     # Stale gradients on frozen tensors would be applied by momentum / weight decay.

@@ -16,7 +16,7 @@ from typing import Literal
 
 from torch import nn
 
-from .freezing import FreezeChange, _is_bn, apply_freeze
+from .freezing import FreezeChange, _is_bn, apply_freeze, set_bn_policy
 
 __all__ = ["ModuleTree", "Node", "NodeState", "ParamCounts", "count_parameters"]
 
@@ -307,23 +307,15 @@ class ModuleTree:
             self._modules[i] = mod
             self.nodes[i].type_name = type(mod).__name__
             touched.add(i)
-        self.last_change = change
         return [self.nodes[i] for i in sorted(touched)]
 
     def set_bn_policy(self, bn: str) -> list[Node]:
-        """Re-apply a BatchNorm policy to every fully frozen BatchNorm layer.
+        """Re-apply a BatchNorm policy to every frozen BatchNorm layer.
 
         Returns:
             The nodes whose module was swapped (their type changed).
         """
-        changed: list[Node] = []
-        for node in list(self.nodes):
-            mod = self._modules[node.index]
-            if mod is None or not _is_bn(mod) or node.trainable:
-                continue
-            change = apply_freeze(self.model, [], [], {node.path: mod}, frozen=True, bn=bn)
-            changed += self._after_change([], change, True)
-        return changed
+        return self._after_change([], set_bn_policy(self.model, bn), True)
 
     def refresh(self) -> None:
         """Re-read structure and ``requires_grad`` after changes made outside this tree."""

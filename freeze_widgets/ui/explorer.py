@@ -237,9 +237,9 @@ class FreezeExplorer(widgets.VBox):
         if self.toolbar.code.value:
             self._show_code()
 
-    def _apply(self, changed: list[Node], type_changed: set[int] | None = None) -> None:
+    def _apply(self, changed: list[Node]) -> None:
         if changed:
-            self.tree_view.send_delta(changed, type_changed)
+            self.tree_view.send_delta(changed)
         self._after_change()
 
     def _show_code(self) -> None:
@@ -260,11 +260,9 @@ class FreezeExplorer(widgets.VBox):
             raise RuntimeError(
                 "the model is busy (a fine-tune is running); tick again when it ends"
             )
-        before = {n.index: n.type_name for n in self.tree.subtree(path)}
         changed = self.tree.set_frozen(path, bool(content.get("frozen", True)), bn=self.bn_policy)
-        retyped = {n.index for n in changed if before.get(n.index, n.type_name) != n.type_name}
         self.messages.clear()
-        self._apply(changed, retyped)
+        self._apply(changed)
 
     @_guarded("freeze up to here")
     def _on_freeze_to(self, content: dict[str, Any]) -> None:
@@ -277,16 +275,11 @@ class FreezeExplorer(widgets.VBox):
         order = self.tree.root.children
         cut = order.index(node.index)
         touched: dict[int, Node] = {}
-        retyped: set[int] = set()
         for k, i in enumerate(order):
-            child = self.tree.nodes[i]
-            before = {n.index: n.type_name for n in self.tree.subtree(child.path)}
-            for n in self.tree.set_frozen(child.path, k <= cut, bn=self.bn_policy):
+            for n in self.tree.set_frozen(self.tree.nodes[i].path, k <= cut, bn=self.bn_policy):
                 touched[n.index] = n
-                if before.get(n.index, n.type_name) != n.type_name:
-                    retyped.add(n.index)
         self.messages.info(f"froze everything up to and including {node.path}; the rest trains")
-        self._apply([touched[i] for i in sorted(touched)], retyped)
+        self._apply([touched[i] for i in sorted(touched)])
 
     def _on_finetune_running(self, change: dict[str, Any]) -> None:
         self.tree_view.disabled = bool(change["new"])
@@ -302,8 +295,7 @@ class FreezeExplorer(widgets.VBox):
 
     @_guarded("BatchNorm policy")
     def _on_bn_policy(self, change: dict[str, Any]) -> None:
-        changed = self.tree.set_bn_policy(str(change["new"]))
-        self._apply(changed, {n.index for n in changed})
+        self._apply(self.tree.set_bn_policy(str(change["new"])))
         self.messages.info(f"BatchNorm policy {change['new']!r} applied to frozen BatchNorm layers")
 
     @_guarded("code view")

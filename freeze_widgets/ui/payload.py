@@ -1,7 +1,7 @@
 """What the tree widget sends to the browser: pure functions over a ModuleTree, no widgets.
 
 Compact keys keep the payload small (EfficientNet-B7 has 1,105 nodes): see tree.js for the
-record layout. A delta row is ``[index, trainable, total, type_name or None]``.
+record layout. A delta row is ``[index, trainable, total, type_name]``.
 """
 
 from __future__ import annotations
@@ -40,13 +40,9 @@ def tree_payload(tree: ModuleTree) -> list[dict[str, Any]]:
     return [node_record(node) for node in tree.nodes]
 
 
-def delta_rows(nodes: Iterable[Node], type_changed: set[int] | None = None) -> list[list[Any]]:
-    """Rows for the nodes a change touched; the type is sent only where it changed."""
-    type_changed = type_changed or set()
-    return [
-        [n.index, n.trainable, n.total, n.type_name if n.index in type_changed else None]
-        for n in nodes
-    ]
+def delta_rows(nodes: Iterable[Node]) -> list[list[Any]]:
+    """Rows for the nodes a change touched (the type too: a BatchNorm swap changes it)."""
+    return [[n.index, n.trainable, n.total, n.type_name] for n in nodes]
 
 
 def filter_visible(tree: ModuleTree, text: str) -> list[int] | None:

@@ -54,14 +54,12 @@ class TreeWidget(anywidget.AnyWidget):
         """Send the whole tree (on build and after a refresh)."""
         self.tree = tree_payload(tree)
 
-    def send_delta(self, nodes: list[Node], type_changed: set[int] | None = None) -> None:
+    def send_delta(self, nodes: list[Node]) -> None:
         """Send only the changed nodes and mirror them into ``rows``."""
-        rows = delta_rows(nodes, type_changed)
+        rows = delta_rows(nodes)
         for index, trainable, total, type_name in rows:
             record = self.tree[index]
-            record["tr"], record["tot"] = trainable, total
-            if type_name is not None:
-                record["t"] = type_name
+            record["tr"], record["tot"], record["t"] = trainable, total, type_name
         self.seq += 1
         self.last_delta = rows
         self.send({"type": "delta", "u": rows, "seq": self.seq})
