@@ -50,6 +50,13 @@ CHROMIUM_ARGS = [
 ]
 SERVER_START_TIMEOUT_S = 60.0
 _EXTERNAL = re.compile(r"^(https?|wss?)://(?!(127\.0\.0\.1|localhost)[:/])")
+# The only page errors a browser test tolerates: Netron's page reports analytics and checks for
+# updates on the internet, which this machine's closed network (and our route blocking) refuses.
+ALLOWED_PAGE_ERRORS = [
+    re.compile(r"google-analytics|googletagmanager|gtag|analytics", re.IGNORECASE),
+    re.compile(r"api\.github\.com|github\.com/lutzroeder", re.IGNORECASE),
+    re.compile(r"Failed to fetch|NetworkError|net::ERR_FAILED|ERR_INTERNET_DISCONNECTED"),
+]
 
 
 def artifacts_root() -> Path:
@@ -118,6 +125,15 @@ class LabSession:
         path = self.artifacts_dir / f"{self._shots:02d}-{name}.png"
         self.page.screenshot(path=str(path), full_page=full_page)
         return path
+
+    def unexpected_page_errors(self) -> list[str]:
+        """Uncaught page errors, less the known harmless ones (ALLOWED_PAGE_ERRORS)."""
+        return [
+            line
+            for line in self.console
+            if line.startswith("[pageerror]")
+            and not any(p.search(line) for p in ALLOWED_PAGE_ERRORS)
+        ]
 
     def server_log_tail(self, lines: int = 60) -> str:
         try:
@@ -308,6 +324,8 @@ def lab_browser(
             page.on("console", lambda msg: console.append(f"[{msg.type}] {msg.text}"))
             page.on("pageerror", lambda exc: console.append(f"[pageerror] {exc}"))
             yield session
+            errors = session.unexpected_page_errors()
+            assert not errors, "uncaught errors in the page:\n" + "\n".join(errors)
         except BaseException:
             failed = True
             raise

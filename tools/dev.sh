@@ -14,8 +14,16 @@ setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
   fi
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  quiet_pip install --upgrade pip
+  quiet_pip install -e ".[dev]"
+}
+
+quiet_pip() {
+  # pip's own failures still fail the script (pipefail); only known noise is filtered out:
+  # notices about local package indexes that this machine's pip.conf names but lacks, and
+  # setuptools' generic note on editable installs (the build backend inherits PYTHONWARNINGS).
+  PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/python" -m pip --disable-pip-version-check --no-input "$@" --quiet 2>&1 \
+    | { grep -v -e "^WARNING: Location '.*' is ignored" || true; }
 }
 
 chromium() {
@@ -33,7 +41,15 @@ case "$cmd" in
   setup) setup ;;
   lab)
     setup
-    exec "$VENV/bin/python" -m jupyterlab notebooks/00_quickstart.ipynb "$@"
+    # Open the quickstart by URL, not as a file argument, so the usual JupyterLab options work
+    # (a file argument is refused beside --ServerApp.root_dir / --notebook-dir).
+    case " $* " in
+      *root_dir*|*notebook-dir*|*notebook_dir*|*default_url*)
+        exec "$VENV/bin/python" -m jupyterlab "$@" ;;
+      *)
+        exec "$VENV/bin/python" -m jupyterlab \
+          --ServerApp.default_url=/lab/tree/notebooks/00_quickstart.ipynb "$@" ;;
+    esac
     ;;
   test)
     setup
