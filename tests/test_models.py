@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,8 @@ def test_download_failure_is_caught(torch_home: Path, monkeypatch: pytest.Monkey
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    # The download is one request with its own timeout (no process-wide socket timeout).
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
     with pytest.warns(PretrainedWeightsUnavailable, match="network unreachable"):
         load_model("resnet18")
 
