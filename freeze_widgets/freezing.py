@@ -193,10 +193,10 @@ def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> 
     up = apply_freeze(model, train.params, train.names, train.bns, frozen=False)
     down = apply_freeze(model, frozen.params, frozen.names, frozen.bns, frozen=True, bn=bn)
     # Net flips by identity: a tied parameter may be unfrozen under one name and refrozen
-    # under another; it is reported once, under its first name.
+    # under another; it is reported once, under its name on the frozen side.
     net = Selection([], [], {})
     seen: set[int] = set()
-    for name, p in zip(train.names + frozen.names, train.params + frozen.params, strict=True):
+    for name, p in zip(frozen.names + train.names, frozen.params + train.params, strict=True):
         if p.requires_grad != before[id(p)]:
             net.add(name, p, seen)
     batchnorm = tuple(c for c in up.batchnorm + down.batchnorm if c[1] != c[2])
