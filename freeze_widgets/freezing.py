@@ -294,19 +294,18 @@ def _split_at(model: nn.Module, path: str) -> tuple[Selection, Selection]:
     """
     is_param = path not in dict(model.named_modules(remove_duplicate=False))
     head, tail = Selection([], [], {}), Selection([], [], {})
-    head_seen: set[int] = set()
-    tail_seen: set[int] = set()
+    seen: dict[int, set[int]] = {id(head): set(), id(tail): set()}
     inside = passed = False
     for mpath, mod in model.named_modules(remove_duplicate=False):
         in_row = not is_param and (path in ("", mpath) or mpath.startswith(path + "."))
-        passed = passed or (inside and not in_row)
+        passed = passed or (inside and not in_row)  # the row's subtree is contiguous
         inside = inside or in_row
-        side = tail if passed else head
         if is_batchnorm(mod):
-            side.bns[mpath] = mod
+            (tail if passed else head).bns[mpath] = mod
         for pname, p in mod.named_parameters(recurse=False):
             full = f"{mpath}.{pname}" if mpath else pname
-            (tail if passed else head).add(full, p, tail_seen if passed else head_seen)
+            side = tail if passed else head
+            side.add(full, p, seen[id(side)])
             passed = passed or full == path
     return head, tail
 
