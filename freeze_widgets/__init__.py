@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .bn import FrozenBatchNorm
+from .change import FreezeChange
 from .export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
-from .freezing import FreezeChange, FreezeSpec, FrozenBatchNorm, freeze, freeze_to, unfreeze
+from .freezing import freeze, freeze_through, freeze_to, unfreeze
 from .models import PretrainedWeightsUnavailable, load_model, weights_source
-from .netron import show_netron, stop_netron
+from .netron import stop_netron
+from .spec import FreezeSpec
 from .training import FineTuneReport, NonFiniteLossError, finetune, synthetic_dataset
 from .tree import ModuleTree, Node, ParamCounts, count_parameters
 
@@ -37,6 +40,7 @@ __all__ = [
     "export_torchscript",
     "finetune",
     "freeze",
+    "freeze_through",
     "freeze_to",
     "load_model",
     "show_netron",
@@ -47,7 +51,12 @@ __all__ = [
 ]
 
 # Heavy or optional parts load on first use so `import freeze_widgets` stays fast.
-_LAZY: dict[str, str] = {"FreezeExplorer": ".ui", "explore": ".ui"}
+# show_netron displays with IPython, so it lives in the UI layer.
+_LAZY: dict[str, str] = {
+    "FreezeExplorer": ".ui",
+    "explore": ".ui",
+    "show_netron": ".ui.netron_view",
+}
 
 
 def __getattr__(name: str) -> Any:

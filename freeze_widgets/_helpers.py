@@ -14,12 +14,14 @@ from typing import Any, Literal, get_args
 from torch import nn
 
 BnPolicy = Literal["eval", "frozen", "train"]
-"""What happens to a frozen BatchNorm: kept in eval, swapped for FrozenBatchNorm, or left training."""
+"""What happens to a frozen BatchNorm: kept in eval, swapped for FrozenBatchNorm, or training."""
 
 BN_POLICIES: tuple[BnPolicy, ...] = get_args(BnPolicy)
 
 
-def check_bn_policy(bn: object, *, argument: str = "bn", allow_none: bool = False) -> BnPolicy | None:
+def check_bn_policy(
+    bn: object, *, argument: str = "bn", allow_none: bool = False
+) -> BnPolicy | None:
     """Validate a BatchNorm policy argument before anything is changed.
 
     Raises:

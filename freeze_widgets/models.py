@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import socket
+import re
+import shutil
+import tempfile
+import urllib.request
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
+from ._helpers import unknown_name_error
+
 __all__ = ["PretrainedWeightsUnavailable", "load_model", "weights_source"]
 
-# Pretrained downloads hang for minutes on a machine that cannot reach the host; cap the wait.
+# Pretrained downloads hang for minutes on a machine that cannot reach the host; cap the wait of
+# each socket operation of this request only (panels run threads: no process-wide timeout).
 _DOWNLOAD_TIMEOUT_S = 20.0
+# torchvision checkpoint names end in the first hex digits of their SHA-256 ("resnet18-f37072fd").
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")
 
 
 class PretrainedWeightsUnavailable(UserWarning):
@@ -52,13 +61,12 @@ def load_model(name: str, pretrained: bool = True, device: str | torch.device = 
 
     available = tvm.list_models(module=tvm)
     if name not in available:
-        import difflib
-
-        close = difflib.get_close_matches(name, available, n=5, cutoff=0.4)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"Unknown torchvision classification model {name!r}.{hint} "
-            "See torchvision.models.list_models(module=torchvision.models)."
+        raise unknown_name_error(
+            "torchvision classification model",
+            name,
+            available,
+            way_out="See torchvision.models.list_models(module=torchvision.models).",
+            cutoff=0.4,
         )
     device = torch.device(device)
     if device.type == "meta":
@@ -94,15 +102,51 @@ def _fetch_state_dict(weights: Any) -> tuple[dict[str, torch.Tensor] | None, str
     """The weights' state dict from the hub cache or a download, or (None, reason)."""
     filename = weights.url.rsplit("/", 1)[-1]
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-    if _offline() and not os.path.exists(cached):
-        return None, f"offline (FREEZE_WIDGETS_OFFLINE=1) and {filename} not in the hub cache"
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    if not os.path.exists(cached):
+        if _offline():
+            return None, f"offline (FREEZE_WIDGETS_OFFLINE=1) and {filename} not in the hub cache"
+        try:
+            download(weights.url, cached, timeout=_DOWNLOAD_TIMEOUT_S)
+        except Exception as exc:  # network errors come as URLError, OSError, TimeoutError, ...
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return None, f"{type(exc).__name__}: {reason[:160]}"
     try:
+        # From the cache now: torchvision's own loader, exactly as without a download.
         state = weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as exc:  # network errors come as URLError, OSError, RuntimeError, ...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, f"{type(exc).__name__}: {reason[:160]}"
-    finally:
-        socket.setdefaulttimeout(old)
+    except Exception as exc:  # a truncated or foreign file in the cache
+        return None, f"{type(exc).__name__} reading {cached}: {str(exc)[:120]}"
     return state, ""
+
+
+def download(url: str, destination: str, *, timeout: float) -> None:
+    """Download ``url`` to ``destination`` with a per-request timeout, verifying its hash.
+
+    Like ``torch.hub.download_url_to_file`` (a temporary file moved into place only once complete
+    and verified), but the timeout belongs to this request: ``socket.setdefaulttimeout`` would
+    change every socket of the process, including those of threads running meanwhile.
+
+    Raises:
+        OSError: the host cannot be reached or the transfer stalls longer than ``timeout``.
+        RuntimeError: the file's SHA-256 does not start with the digits in its name.
+    """
+    match = _HASH_IN_NAME.search(os.path.basename(destination))
+    folder = os.path.dirname(destination)
+    os.makedirs(folder, exist_ok=True)
+    request = urllib.request.Request(url, headers={"User-Agent": "freeze_widgets"})
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".partial", delete=False) as part:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    part.write(chunk)
+                    digest.update(chunk)
+            if match and not digest.hexdigest().startswith(match.group(1)):
+                raise RuntimeError(
+                    f"invalid hash for {url}: expected {match.group(1)}..., "
+                    f"got {digest.hexdigest()[:12]}...; delete {destination} and retry"
+                )
+        except BaseException:
+            part.close()
+            os.remove(part.name)
+            raise
+    shutil.move(part.name, destination)

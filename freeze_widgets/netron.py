@@ -1,13 +1,16 @@
 """Serve a model file with Netron on 127.0.0.1 and work out the URL a browser can reach.
 
 The server always binds 127.0.0.1 (never 0.0.0.0). What differs by environment is the URL
-(DESIGN.md trap 6):
+(docs/design.md, trap 6):
 
 * locally: ``http://localhost:{port}/``: the host name ``localhost``, because Netron's consent
   cookie is rejected on ``127.0.0.1``;
 * behind jupyter-server-proxy (JupyterHub, or an explicit base URL):
   ``{prefix}proxy/{port}/``;
 * on Colab: ``google.colab.output.serve_kernel_port_as_iframe(port)``.
+
+Showing the server in a notebook (``show_netron``) needs IPython and lives in
+:mod:`freeze_widgets.ui.netron_view`; ``freeze_widgets.netron.show_netron`` still resolves to it.
 
 Telemetry: the ``netron`` Python package (checked: 9.x) has no option to turn off the page's
 consent prompt or its analytics; both live in the served JavaScript.
@@ -22,7 +25,6 @@ import logging
 import os
 import threading
 import time
-import webbrowser
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,6 @@ __all__ = [
     "NetronServer",
     "netron_url",
     "running_servers",
-    "show_netron",
     "start_netron",
     "stop_netron",
 ]
@@ -170,53 +171,13 @@ def running_servers() -> list[NetronServer]:
         return list(_servers.values())
 
 
-class _ColabFrame:
-    """Marker returned on Colab, where Colab itself displays the frame."""
+def __getattr__(name: str) -> Any:
+    # show_netron displays through IPython, so it lives in the UI layer; kept importable here.
+    if name == "show_netron":
+        from .ui.netron_view import show_netron
 
-    def __init__(self, server: NetronServer) -> None:
-        self.server = server
-
-    def __repr__(self) -> str:
-        return f"<Netron for {self.server.path.name} on Colab port {self.server.port}>"
-
-
-def _colab_output() -> Any:
-    try:
-        from google.colab import output  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return output
-
-
-def show_netron(
-    path: str | os.PathLike[str],
-    *,
-    height: int = 600,
-    base_url: str | None = None,
-    browse: bool = False,
-) -> Any:
-    """Show ``path`` in Netron inside the notebook.
-
-    Args:
-        path: Model file to show.
-        height: Frame height in pixels.
-        base_url: Proxy prefix, for hubs the environment variables don't describe.
-        browse: Also open the URL in a web browser (only when it is absolute).
-
-    Returns:
-        An ``IPython.display.IFrame``; on Colab a marker object, since Colab displays the
-        frame itself.
-    """
-    server = start_netron(path, base_url=base_url)
-    colab = _colab_output()
-    if colab is not None:
-        colab.serve_kernel_port_as_iframe(server.port, height=str(height))
-        return _ColabFrame(server)
-    if browse and server.url.startswith("http"):
-        webbrowser.open(server.url)
-    from IPython.display import IFrame
-
-    return IFrame(server.url, width="100%", height=height)
+        return show_netron
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Daemon threads would die with the interpreter anyway; stopping closes the sockets cleanly.

@@ -9,21 +9,27 @@ subtree.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 from torch import nn
 
-from .freezing import FreezeChange, _is_bn, apply_freeze, set_bn_policy
+from ._helpers import unknown_name_error
+from .bn import is_batchnorm, set_bn_policy
+from .change import FreezeChange
+from .freezing import apply_freeze, freeze_through
 
-__all__ = ["ModuleTree", "Node", "NodeState", "ParamCounts", "count_parameters"]
+__all__ = ["ModuleTree", "Node", "NodeKind", "NodeState", "ParamCounts", "count_parameters"]
 
 NodeState = Literal["trainable", "frozen", "partial", "empty"]
+"""A row's tick state: all / none / some of its parameters trainable, or it has none."""
+
+NodeKind = Literal["module", "parameter"]
+"""A module row, or a row for a parameter owned next to children (ViT's ``class_token``)."""
 
 
-def _percent(part: int, whole: int) -> str:
+def percent(part: int, whole: int) -> str:
     if whole == 0 or part == 0:
         return "0%"
     pct = 100.0 * part / whole
@@ -35,7 +41,7 @@ def _percent(part: int, whole: int) -> str:
 
 @dataclass(frozen=True)
 class ParamCounts:
-    """Parameter element counts; tied parameters counted once."""
+    """Parameter element counts; tied parameters counted once (docs/design.md, trap 4)."""
 
     total: int
     trainable: int
@@ -48,7 +54,7 @@ class ParamCounts:
     def __str__(self) -> str:
         return (
             f"trainable {self.trainable:,} of {self.total:,} "
-            f"({_percent(self.trainable, self.total)})"
+            f"({percent(self.trainable, self.total)})"
         )
 
 
@@ -86,7 +92,7 @@ class Node:
     path: str
     name: str
     type_name: str
-    kind: Literal["module", "parameter"]
+    kind: NodeKind
     depth: int
     index: int
     parent: int | None
@@ -104,6 +110,7 @@ class Node:
 
     @property
     def state(self) -> NodeState:
+        """The one place a row's state is decided; the UI shows what this says."""
         if self.total == 0:
             return "empty"
         if self.trainable == self.total:
@@ -115,10 +122,6 @@ class Node:
     @property
     def counts(self) -> ParamCounts:
         return ParamCounts(self.total, self.trainable, self.frozen)
-
-    @property
-    def has_children(self) -> bool:
-        return bool(self.children)
 
 
 class ModuleTree:
@@ -139,6 +142,7 @@ class ModuleTree:
         self._modules: list[nn.Module | None] = []
         self._held: list[list[tuple[str, nn.Parameter]]] = []
         self._param_nodes: dict[int, list[int]] = {}
+        self._params_by_name: dict[str, nn.Parameter] = {}
         self._build()
 
     # ------------------------------------------------------------------ building
@@ -154,6 +158,7 @@ class ModuleTree:
                 holders.setdefault(id(p), []).append(i)
                 params[id(p)] = p
         self._param_nodes = {}
+        self._params_by_name = {name: p for held in self._held for name, p in held}
         for pid, where in holders.items():
             covered: set[int] = set()
             for i in where:
@@ -175,9 +180,9 @@ class ModuleTree:
                     node.shared_with = tuple(dict.fromkeys(node.shared_with + others))
 
     def _new_node(
-        self, path: str, name: str, type_name: str, kind: str, depth: int, parent: int | None
+        self, path: str, name: str, type_name: str, kind: NodeKind, depth: int, parent: int | None
     ) -> Node:
-        node = Node(path, name, type_name, kind, depth, len(self.nodes), parent)  # type: ignore[arg-type]
+        node = Node(path, name, type_name, kind, depth, len(self.nodes), parent)
         self.nodes.append(node)
         self._index.setdefault(path, node.index)
         if parent is not None:
@@ -241,9 +246,12 @@ class ModuleTree:
         try:
             return self.nodes[self._index[path]]
         except KeyError:
-            close = difflib.get_close_matches(path, list(self._index), n=5, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"No node at path {path!r} in the module tree.{hint}") from None
+            raise unknown_name_error(
+                "module tree path",
+                str(path),
+                list(self._index),
+                way_out="Paths are those of named_modules() and named_parameters().",
+            ) from None
 
     def module(self, path: str) -> nn.Module | None:
         """The module behind a module node (None for a parameter node)."""
@@ -252,15 +260,6 @@ class ModuleTree:
     def subtree(self, path: str) -> list[Node]:
         node = self.node(path)
         return self.nodes[node.index : node.end]
-
-    def ancestors(self, path: str) -> list[Node]:
-        """Ancestors of ``path``, nearest first."""
-        out = []
-        parent = self.node(path).parent
-        while parent is not None:
-            out.append(self.nodes[parent])
-            parent = self.nodes[parent].parent
-        return out
 
     # ------------------------------------------------------------------ changing
 
@@ -285,22 +284,34 @@ class ModuleTree:
                     params.append(p)
                     names.append(name)
             mod = self._modules[i]
-            if mod is not None and _is_bn(mod):
+            if mod is not None and is_batchnorm(mod):
                 bns[self.nodes[i].path] = mod
-        flipping = [p for p in params if p.requires_grad == frozen]
-        change = apply_freeze(self.model, params, names, bns, frozen=frozen, bn=bn)
-        return self._after_change(flipping, change, frozen)
+        return self._after_change(
+            apply_freeze(self.model, params, names, bns, frozen=frozen, bn=bn)
+        )
 
-    def _after_change(
-        self, flipped: list[nn.Parameter], change: FreezeChange, frozen: bool
-    ) -> list[Node]:
+    def freeze_through(self, path: str, *, bn: str = "eval") -> list[Node]:
+        """Freeze everything up to and including the row ``path``; the rest trains.
+
+        The model changes through the core :func:`~freeze_widgets.freezing.freeze_through`;
+        only the nodes holding a flipped parameter (or a swapped module) are updated.
+
+        Returns:
+            The nodes whose counts, state or type changed.
+        """
+        self.node(path)  # an unknown row names its close matches before any change
+        return self._after_change(freeze_through(self.model, path, bn=bn))
+
+    def _after_change(self, change: FreezeChange) -> list[Node]:
         touched: set[int] = set()
-        sign = -1 if frozen else 1
-        for p in flipped:
-            delta = sign * p.numel()
-            for j in self._param_nodes[id(p)]:
-                self.nodes[j].trainable += delta
-                touched.add(j)
+        for names, sign in ((change.frozen, -1), (change.unfrozen, 1)):
+            for name in names:
+                p = self._params_by_name.get(name)
+                if p is None:  # a name the tree holds under another path (a tied alias)
+                    p = self.model.get_parameter(name)
+                for j in self._param_nodes[id(p)]:
+                    self.nodes[j].trainable += sign * p.numel()
+                    touched.add(j)
         for path in change.replaced:
             i = self._index[path]
             mod = self.model.get_submodule(path)
@@ -315,7 +326,7 @@ class ModuleTree:
         Returns:
             The nodes whose module was swapped (their type changed).
         """
-        return self._after_change([], set_bn_policy(self.model, bn), True)
+        return self._after_change(set_bn_policy(self.model, bn))
 
     def refresh(self) -> None:
         """Re-read structure and ``requires_grad`` after changes made outside this tree."""

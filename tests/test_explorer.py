@@ -164,10 +164,27 @@ def test_freeze_all_unfreeze_all_and_freeze_to(resnet18: nn.Module) -> None:
     assert ex.counts.trainable == 0
     ex.toolbar.unfreeze_all.click()
     assert ex.counts.frozen == 0
-    ex.tree_view._on_msg(ex.tree_view, {"type": "freeze_to", "path": "layer3.1.conv1"}, [])
+    # The last row of layer3: everything up to and including it freezes (freeze_through).
+    ex.tree_view._on_msg(ex.tree_view, {"type": "freeze_to", "path": "layer3.1.bn2"}, [])
     trainable_top = {n.split(".")[0] for n, p in resnet18.named_parameters() if p.requires_grad}
     assert trainable_top == {"layer4", "fc"}
     assert_display_matches_model(ex)
+
+
+def test_freeze_up_to_a_nested_row_is_freeze_through(
+    resnet18: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex = FreezeExplorer(resnet18)
+    rec = Recorder(ex, monkeypatch)
+    ex.tree_view._on_msg(ex.tree_view, {"type": "freeze_to", "path": "layer3.1.conv1"}, [])
+    names = [n for n, _ in resnet18.named_parameters()]
+    cut = names.index("layer3.1.conv1.weight") + 1  # conv1 has no bias
+    assert [n for n, p in resnet18.named_parameters() if not p.requires_grad] == names[:cut]
+    assert ex.state("layer3.1") == "partial" and ex.state("layer3.1.bn1") == "trainable"
+    assert ex.state("layer3.0") == "frozen" and ex.state("") == "partial"
+    assert_display_matches_model(ex)
+    assert [m["type"] for m in rec.sent] == ["delta"]  # only changed rows, never the full tree
+    assert "layer3.1.conv1" in (ex.messages.value or "")
 
 
 def test_bn_policy_choice(resnet18: nn.Module) -> None:
@@ -296,3 +313,28 @@ def test_finetune_from_the_explorer_refreshes_the_tree(seq_bn: nn.Module) -> Non
     assert ex.tree.node("3").total == 32 * 3 + 3  # the tree shows the new head
     assert_display_matches_model(ex)
     assert not ex.tree_view.disabled
+
+
+def test_row_state_is_decided_in_python_and_sent(
+    resnet18: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex = FreezeExplorer(resnet18)
+    rec = Recorder(ex, monkeypatch)
+    ex.tick("layer1.0.conv1")
+
+    def expected(path: str) -> str:
+        total, trainable = independent_counts(resnet18.get_submodule(path))
+        if total == 0:
+            return "empty"
+        return "trainable" if trainable == total else "frozen" if trainable == 0 else "partial"
+
+    for record in ex.tree_view.rows:
+        assert record["st"] == expected(record["p"]), record["p"]
+    sent = {row[0]: row[4] for row in rec.sent[0]["u"]}
+    index = {r["p"]: r["i"] for r in ex.tree_view.rows}
+    assert sent == {
+        index[""]: "partial",
+        index["layer1"]: "partial",
+        index["layer1.0"]: "partial",
+        index["layer1.0.conv1"]: "frozen",
+    }

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from freeze_widgets import (
     load_model,
     weights_source,
 )
+from freeze_widgets.models import download
 
 
 @pytest.fixture
@@ -54,7 +59,8 @@ def test_download_failure_is_caught(torch_home: Path, monkeypatch: pytest.Monkey
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    # The download is one request with its own timeout (no process-wide socket timeout).
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
     with pytest.warns(PretrainedWeightsUnavailable, match="network unreachable"):
         load_model("resnet18")
 
@@ -77,3 +83,42 @@ def test_meta_device_builds_structure_only(name: str, total: int) -> None:
 def test_unknown_model_name() -> None:
     with pytest.raises(ValueError, match="resnet50"):
         load_model("resnet05")
+
+
+class _Response(io.BytesIO):
+    def __enter__(self) -> _Response:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.close()
+
+
+def test_download_uses_a_per_request_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = b"weights" * 1000
+    digest = hashlib.sha256(payload).hexdigest()
+    seen: list[tuple[float | None, float | None]] = []
+
+    def fake_urlopen(request: urllib.request.Request, timeout: float) -> _Response:
+        seen.append((timeout, socket.getdefaulttimeout()))
+        return _Response(payload)
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    before = socket.getdefaulttimeout()
+    target = tmp_path / "checkpoints" / f"net-{digest[:8]}.pth"
+    download("https://example.invalid/net.pth", str(target), timeout=7.5)
+    assert target.read_bytes() == payload
+    # The timeout travels with the request; the process-wide default is never touched.
+    assert seen == [(7.5, before)]
+    assert socket.getdefaulttimeout() == before
+
+
+def test_download_with_a_wrong_hash_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: _Response(b"junk"))
+    target = tmp_path / "net-00000000.pth"
+    with pytest.raises(RuntimeError, match="invalid hash"):
+        download("https://example.invalid/net.pth", str(target), timeout=1.0)
+    assert list(tmp_path.iterdir()) == []  # no partial file, no corrupt cache entry

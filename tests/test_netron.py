@@ -168,3 +168,19 @@ def test_show_netron_on_colab(model_file: Path, monkeypatch: pytest.MonkeyPatch)
     port = running_servers()[0].port
     assert calls == [(port, "500")]
     assert "Colab" in repr(result)
+
+
+def test_core_netron_needs_no_ipython() -> None:
+    import subprocess
+
+    code = (
+        "import sys, freeze_widgets.netron, freeze_widgets; "
+        "from freeze_widgets.netron import show_netron; "
+        "from freeze_widgets.ui.netron_view import show_netron as view; "
+        "assert show_netron is view is freeze_widgets.show_netron; "
+        "print(sorted(m for m in ('IPython', 'ipywidgets') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"  # IPython loads only when a frame is shown

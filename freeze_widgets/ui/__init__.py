@@ -1,7 +1,22 @@
-"""The Jupyter layer: thin widgets over the core. Importing this needs ipywidgets and anywidget."""
+"""The Jupyter layer: thin widgets over the core. The explorer needs ipywidgets and anywidget.
+
+The explorer loads on first use, so :mod:`freeze_widgets.ui.netron_view` (IPython only) can be
+imported without the widget libraries.
+"""
 
 from __future__ import annotations
 
-from .explorer import FreezeExplorer, explore
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .explorer import FreezeExplorer, explore
 
 __all__ = ["FreezeExplorer", "explore"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import explorer
+
+        return getattr(explorer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

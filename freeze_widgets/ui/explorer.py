@@ -12,8 +12,8 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from ..freezing import FreezeSpec
 from ..models import load_model, weights_source
+from ..spec import FreezeSpec
 from ..tree import ModuleTree, Node, NodeState, ParamCounts
 from .export_panel import ExportPanel
 from .finetune_panel import FineTunePanel
@@ -190,13 +190,8 @@ class FreezeExplorer(widgets.VBox):
 
     def state(self, path: str) -> NodeState:
         """The node's state as displayed: "trainable", "frozen", "partial" or "empty"."""
-        record = self.tree_view.rows[self.tree.node(path).index]
-        total, trainable = record["tot"], record["tr"]
-        if total == 0:
-            return "empty"
-        if trainable == total:
-            return "trainable"
-        return "frozen" if trainable == 0 else "partial"
+        state: NodeState = self.tree_view.rows[self.tree.node(path).index]["st"]
+        return state
 
     @property
     def counts(self) -> ParamCounts:
@@ -256,30 +251,28 @@ class FreezeExplorer(widgets.VBox):
         path = content.get("path")
         if not isinstance(path, str):
             raise ValueError(f"tick message without a path: {content!r}")
-        if (self._finetune is not None and self._finetune.running) or self.tree_view.disabled:
-            raise RuntimeError(
-                "the model is busy (a fine-tune is running); tick again when it ends"
-            )
+        self._check_idle()
         changed = self.tree.set_frozen(path, bool(content.get("frozen", True)), bn=self.bn_policy)
         self.messages.clear()
         self._apply(changed)
 
+    def _check_idle(self) -> None:
+        if (self._finetune is not None and self._finetune.running) or self.tree_view.disabled:
+            raise RuntimeError(
+                "the model is busy (a fine-tune is running); tick again when it ends"
+            )
+
     @_guarded("freeze up to here")
     def _on_freeze_to(self, content: dict[str, Any]) -> None:
-        path = str(content.get("path", ""))
-        node = self.tree.node(path)
-        while node.parent is not None and node.parent != 0:
-            node = self.tree.nodes[node.parent]
-        if node.parent is None:
-            raise ValueError("'freeze up to here' needs a row below the model itself")
-        order = self.tree.root.children
-        cut = order.index(node.index)
-        touched: dict[int, Node] = {}
-        for k, i in enumerate(order):
-            for n in self.tree.set_frozen(self.tree.nodes[i].path, k <= cut, bn=self.bn_policy):
-                touched[n.index] = n
-        self.messages.info(f"froze everything up to and including {node.path}; the rest trains")
-        self._apply([touched[i] for i in sorted(touched)])
+        path = content.get("path")
+        if not isinstance(path, str):
+            raise ValueError(f"freeze_to message without a path: {content!r}")
+        self._check_idle()
+        changed = self.tree.freeze_through(path, bn=self.bn_policy)
+        self.messages.info(
+            f"froze everything up to and including {path or 'the model'}; the rest trains"
+        )
+        self._apply(changed)
 
     def _on_finetune_running(self, change: dict[str, Any]) -> None:
         self.tree_view.disabled = bool(change["new"])

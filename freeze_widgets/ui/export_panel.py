@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from ..export import ExportReport, bind, export_onnx, export_torchscript
-from ..netron import _colab_output, show_netron, start_netron, stop_netron
+from ..netron import start_netron, stop_netron
 from .background import BackgroundWork
 from .messages import MessageArea
+from .netron_view import colab_output, show_netron
 
 __all__ = ["ExportPanel", "default_input_shape", "parse_bound_value", "parse_shape"]
 
@@ -217,7 +218,7 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         path = str(self.last_report.path)
         server = start_netron(path)
         self._netron_paths.add(path)
-        if _colab_output() is not None:
+        if colab_output() is not None:
             # Colab serves the kernel's port itself, as a frame in the cell output.
             show_netron(path)
             return

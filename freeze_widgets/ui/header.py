@@ -7,7 +7,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..tree import ParamCounts, _percent
+from ..tree import ParamCounts, percent
 
 __all__ = ["Header"]
 
@@ -42,7 +42,7 @@ class Header(widgets.HTML):
             f" &nbsp; trainable {num('fw-trainable', counts.trainable)}"
             f" &middot; frozen {num('fw-frozen', counts.frozen)}"
             f" &middot; total {num('fw-total', counts.total)}"
-            f' &middot; <span class="fw-percent">{_percent(counts.trainable, counts.total)}</span>'
+            f' &middot; <span class="fw-percent">{percent(counts.trainable, counts.total)}</span>'
             " trainable"
             '<div class="fw-bar" style="height:6px;border-radius:3px;max-width:640px;'
             'background:var(--jp-info-color3,#bcd4ee)" title="trainable share">'

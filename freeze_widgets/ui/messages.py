@@ -24,7 +24,6 @@ class MessageArea(widgets.HTML):
         super().__init__(**kwargs)
         self.add_class("fw-message")
         self.last_error: str | None = None
-        self.last_info: str | None = None
 
     def error(self, exc: BaseException, context: str = "") -> None:
         line = one_line(exc)
@@ -40,7 +39,6 @@ class MessageArea(widgets.HTML):
 
     def info(self, text: str) -> None:
         self.last_error = None
-        self.last_info = text
         style = "color:var(--jp-ui-font-color2,#555)"
         self.value = f'<div class="fw-info" style="{style}">{html.escape(text)}</div>'
 

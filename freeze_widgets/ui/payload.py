@@ -1,7 +1,8 @@
 """What the tree widget sends to the browser: pure functions over a ModuleTree, no widgets.
 
 Compact keys keep the payload small (EfficientNet-B7 has 1,105 nodes): see tree.js for the
-record layout. A delta row is ``[index, trainable, total, type_name]``.
+record layout. A delta row is ``[index, trainable, total, type_name, state]``. The state is
+decided once, in Python (``Node.state``); the browser only renders it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def node_record(node: Node) -> dict[str, Any]:
         "c": node.children,
         "tot": node.total,
         "tr": node.trainable,
+        "st": node.state,
     }
     if node.shared_with:
         record["sh"] = list(node.shared_with)
@@ -42,7 +44,7 @@ def tree_payload(tree: ModuleTree) -> list[dict[str, Any]]:
 
 def delta_rows(nodes: Iterable[Node]) -> list[list[Any]]:
     """Rows for the nodes a change touched (the type too: a BatchNorm swap changes it)."""
-    return [[n.index, n.trainable, n.total, n.type_name] for n in nodes]
+    return [[n.index, n.trainable, n.total, n.type_name, n.state] for n in nodes]
 
 
 def filter_visible(tree: ModuleTree, text: str) -> list[int] | None:

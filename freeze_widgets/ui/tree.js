@@ -1,21 +1,17 @@
 // freeze_widgets module tree: ONE anywidget model holding the whole tree as data.
 //
-// Python owns the truth. The full tree arrives once (the `tree` trait, or a "full" message after
-// a page reload); after a tick Python sends a "delta" with only the nodes whose counts, state or
-// type changed, and this view patches those rows in place. Collapsed rows are not in the DOM.
+// Python owns the truth, row states included: this file only renders them. The full tree arrives
+// once (the `tree` trait, or a "full" message after a page reload); after a tick Python sends a
+// "delta" with only the nodes whose counts, state or type changed, and this view patches those
+// rows in place. Collapsed rows are not in the DOM.
 //
 // Node record (compact keys keep the payload small):
 //   i index, p path, n name, t type, k kind ("m" module | "p" parameter), d depth, pa parent,
-//   c child indices, tot total, tr trainable, sh tied-with paths, s shape (parameters)
+//   c child indices, tot total, tr trainable, st state ("trainable" | "frozen" | "partial" |
+//   "empty", decided by Python's Node.state), sh tied-with paths, s shape (parameters)
+// Delta row: [index, trainable, total, type, state].
 
 const fmt = new Intl.NumberFormat("en-US");
-
-function stateOf(node) {
-  if (!node.tot) return "empty";
-  if (node.tr === node.tot) return "trainable";
-  if (node.tr === 0) return "frozen";
-  return "partial";
-}
 
 function label(node) {
   if (node.k === "p") {
@@ -47,11 +43,12 @@ function createStore(model) {
       load(msg.nodes);
     } else if (msg.type === "delta") {
       const changed = [];
-      for (const [i, tr, tot, t] of msg.u) {
+      for (const [i, tr, tot, t, st] of msg.u) {
         const node = store.nodes[i];
         if (!node) continue;
         node.tr = tr;
         node.tot = tot;
+        node.st = st;
         if (t) node.t = t;
         changed.push(i);
       }
@@ -106,7 +103,7 @@ function render({ model, el }) {
   };
 
   const updateRow = (row, node) => {
-    const state = stateOf(node);
+    const state = node.st;
     row.dataset.state = state;
     const check = row.querySelector(".fw-check");
     check.checked = state === "frozen";
@@ -170,7 +167,7 @@ function render({ model, el }) {
     upTo.className = "fw-freeze-to";
     upTo.type = "button";
     upTo.textContent = "freeze up to here";
-    upTo.title = "Freeze every top-level block up to and including this one; train the rest";
+    upTo.title = "Freeze everything up to and including this row (in module order); train the rest";
     upTo.tabIndex = -1;
     upTo.addEventListener("click", (e) => {
       e.stopPropagation();
@@ -217,12 +214,12 @@ function render({ model, el }) {
 
   const tick = (i) => {
     const node = store.nodes[i];
-    if (!node || !node.tot || model.get("disabled")) {
+    if (!node || node.st === "empty" || model.get("disabled")) {
       draw();
       return;
     }
     // Ticking a partial or trainable node freezes it; ticking a frozen one unfreezes it.
-    const frozen = stateOf(node) !== "frozen";
+    const frozen = node.st !== "frozen";
     model.send({ type: "tick", path: node.p, frozen });
   };
 

@@ -1,4 +1,4 @@
-"""The module tree: one anywidget model holding the whole tree as data (see DESIGN.md)."""
+"""The module tree: one anywidget model holding the whole tree as data (docs/design.md, §5)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,6 @@ class TreeWidget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.add_class("fw-tree")
         self.seq = 0
-        self.last_delta: list[list[Any]] = []
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self.on_msg(self._on_msg)
 
@@ -57,11 +56,15 @@ class TreeWidget(anywidget.AnyWidget):
     def send_delta(self, nodes: list[Node]) -> None:
         """Send only the changed nodes and mirror them into ``rows``."""
         rows = delta_rows(nodes)
-        for index, trainable, total, type_name in rows:
+        for index, trainable, total, type_name, state in rows:
             record = self.tree[index]
-            record["tr"], record["tot"], record["t"] = trainable, total, type_name
+            record["tr"], record["tot"], record["t"], record["st"] = (
+                trainable,
+                total,
+                type_name,
+                state,
+            )
         self.seq += 1
-        self.last_delta = rows
         self.send({"type": "delta", "u": rows, "seq": self.seq})
 
     def show_only(self, indices: list[int] | None) -> None:

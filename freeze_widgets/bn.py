@@ -1,0 +1,203 @@
+"""BatchNorm policies for frozen layers: stay in eval, swap for FrozenBatchNorm, or keep training.
+
+``requires_grad=False`` does not stop running statistics from updating in train mode, and
+``model.train()`` undoes a one-off ``bn.eval()`` (docs/design.md, trap 1): a policy here survives
+``model.train()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ._helpers import BN_POLICIES, BnPolicy, check_bn_policy, parent_path, set_submodule
+from .change import FreezeChange
+
+__all__ = [
+    "BN_POLICIES",
+    "FrozenBatchNorm",
+    "apply_bn_policy",
+    "bn_is_frozen",
+    "bn_state",
+    "check_bn_policy_fits",
+    "is_batchnorm",
+    "iter_batchnorms",
+    "release_bn",
+    "set_bn_policy",
+]
+
+
+class _StayInEval:
+    """Replacement for a BatchNorm's bound ``train`` method: ``model.train()`` cannot undo eval.
+
+    A callable object (not a lambda) so the model still pickles and deep-copies.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        self.module.training = False
+        return self.module
+
+
+class FrozenBatchNorm(nn.Module):
+    """BatchNorm with fixed statistics and affine parameters, for any of 1d/2d/3d.
+
+    Unlike torchvision's ``FrozenBatchNorm2d`` it keeps ``weight`` and ``bias`` as (frozen)
+    parameters, the very same tensors as the layer it replaces, so parameter counts and optimizer
+    state are unaffected, and ``unfreeze`` can put the original layer back.
+    """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def __init__(self, bn: _BatchNorm) -> None:
+        super().__init__()
+        self.num_features = bn.num_features
+        self.eps = bn.eps
+        self.original_type = type(bn).__name__
+        self.weight = bn.weight
+        self.bias = bn.bias
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError(
+                f"{type(bn).__name__} without running statistics "
+                "(track_running_stats=False) cannot be swapped for a FrozenBatchNorm; "
+                'use bn="eval" instead'
+            )
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        # Kept out of the module registry so it shows neither in the tree nor in state_dict.
+        object.__setattr__(self, "_original", bn)
+
+    @property
+    def original(self) -> _BatchNorm:
+        """The BatchNorm layer this one replaced (restored by ``unfreeze``)."""
+        bn: _BatchNorm = self.__dict__["_original"]
+        return bn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=False,
+            momentum=0.0,
+            eps=self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, frozen {self.original_type}"
+
+
+def is_batchnorm(module: nn.Module) -> bool:
+    """True for torch BatchNorm layers (1d/2d/3d, SyncBatchNorm) and :class:`FrozenBatchNorm`."""
+    return isinstance(module, (_BatchNorm, FrozenBatchNorm))
+
+
+def bn_state(module: nn.Module) -> BnPolicy:
+    """How a BatchNorm layer currently treats its statistics: "frozen", "eval" or "train"."""
+    if isinstance(module, FrozenBatchNorm):
+        return "frozen"
+    if isinstance(module.__dict__.get("train"), _StayInEval):
+        return "eval"
+    return "train"
+
+
+def release_bn(module: nn.Module) -> nn.Module:
+    """Undo any policy on a BatchNorm layer; returns the module that should sit in the model."""
+    if isinstance(module, FrozenBatchNorm):
+        module = module.original
+    if isinstance(module.__dict__.get("train"), _StayInEval):
+        del module.__dict__["train"]
+    return module
+
+
+def bn_is_frozen(module: nn.Module) -> bool:
+    """A BatchNorm counts as frozen when all its parameters are (or, without any, by policy)."""
+    params = list(module.parameters())
+    if params:
+        return not any(p.requires_grad for p in params)
+    return bn_state(module) != "train"
+
+
+def iter_batchnorms(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Every BatchNorm layer (including swapped :class:`FrozenBatchNorm`) with its path."""
+    for name, mod in model.named_modules():
+        if is_batchnorm(mod):
+            yield name, mod
+
+
+def check_bn_policy_fits(bns: Mapping[str, nn.Module], bn: str) -> None:
+    """Raise before any change if ``bn`` cannot be applied to every layer of ``bns``.
+
+    Raises:
+        TypeError / ValueError: ``bn`` is not a policy.
+        ValueError: ``bn="frozen"`` for a layer without running statistics.
+    """
+    if check_bn_policy(bn) != "frozen":
+        return
+    for path, mod in bns.items():
+        if isinstance(mod, _BatchNorm) and mod.running_mean is None:
+            raise ValueError(
+                f"{path} ({type(mod).__name__}) has no running statistics "
+                '(track_running_stats=False), so it cannot be a FrozenBatchNorm; use bn="eval"'
+            )
+
+
+def apply_bn_policy(
+    model: nn.Module, bns: Mapping[str, nn.Module], *, frozen: bool, bn: str
+) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Give each layer of ``bns`` the policy its parameters call for (validate first).
+
+    A layer gets ``bn`` only when ``frozen`` and all its parameters are frozen (one tied to
+    something still trainable keeps training); otherwise it is released to train.
+
+    Returns:
+        ``(path, before, after)`` per layer that changed, and the paths whose module was swapped.
+    """
+    changes: list[tuple[str, str, str]] = []
+    replaced: list[str] = []
+    for path, mod in bns.items():
+        before = bn_state(mod)
+        all_frozen = not any(p.requires_grad for p in mod.parameters())
+        target = bn if (frozen and all_frozen) else "train"
+        if before == target:
+            continue
+        new = release_bn(mod)
+        if target == "eval":
+            new.eval()
+            object.__setattr__(new, "train", _StayInEval(new))
+        elif target == "frozen":
+            assert isinstance(new, _BatchNorm)
+            new = FrozenBatchNorm(new)
+        else:
+            new.train(_parent_training(model, path))
+        if new is not mod:
+            set_submodule(model, path, new)
+            replaced.append(path)
+        changes.append((path, before, target))
+    return changes, replaced
+
+
+def _parent_training(model: nn.Module, path: str) -> bool:
+    parent = parent_path(path)
+    return (model.get_submodule(parent) if parent else model).training
+
+
+def set_bn_policy(model: nn.Module, bn: str) -> FreezeChange:
+    """Re-apply a BatchNorm policy to every frozen BatchNorm layer of ``model``, in place.
+
+    Raises:
+        TypeError / ValueError: ``bn`` is not a policy, or cannot apply; the model is unchanged.
+    """
+    frozen = {path: mod for path, mod in iter_batchnorms(model) if path and bn_is_frozen(mod)}
+    check_bn_policy_fits(frozen, bn)
+    changes, replaced = apply_bn_policy(model, frozen, frozen=True, bn=bn)
+    return FreezeChange(batchnorm=tuple(changes), replaced=tuple(replaced))
