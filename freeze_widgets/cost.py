@@ -10,6 +10,7 @@ nothing for a freeze state seen before).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -114,6 +115,22 @@ def default_inputs(model: nn.Module) -> torch.Tensor | None:
     return None
 
 
+def _is_meta(inputs: Inputs) -> bool:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.is_meta
+    values = inputs.values() if isinstance(inputs, dict) else inputs
+    return any(isinstance(v, torch.Tensor) and v.is_meta for v in values)
+
+
+def _cast(inputs: Inputs, dtype: torch.dtype) -> Inputs:
+    """Floating tensors in ``dtype`` (detached), everything else as given."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.detach().to(dtype) if inputs.is_floating_point() else inputs
+    if isinstance(inputs, dict):
+        return {k: _cast(v, dtype) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    return type(inputs)(_cast(v, dtype) if isinstance(v, torch.Tensor) else v for v in inputs)
+
+
 def _backward_share(work: list[tuple[int, bool]]) -> float:
     """Weight-grad + input-grad work needed now, over the same with nothing frozen.
 
@@ -185,20 +202,29 @@ class CostModel:
     def _prepare(self) -> nn.Module:
         if self._copy is None:
             assert self._inputs is not None
-            self._copy = meta_copy(self.model, self.dtype)
-            self._meta_inputs = to_meta(self._inputs, self.dtype)
-            self._macs = module_macs(self._copy, self._meta_inputs)
+            try:
+                self._copy = meta_copy(self.model, self.dtype)
+                self._meta_inputs = to_meta(self._inputs, self.dtype)
+                self._macs = module_macs(self._copy, self._meta_inputs)
+                where = "on a meta-device copy"
+            except Exception:  # an op without a meta kernel: a real copy, on the given batch
+                if _is_meta(self._inputs):
+                    raise
+                self._copy = copy.deepcopy(self.model).to(self.dtype)
+                self._meta_inputs = _cast(self._inputs, self.dtype)
+                self._macs = module_macs(self._copy, self._meta_inputs)
+                where = "on a real copy (the meta device could not run this model)"
             self.assumptions.append(
                 "Activations are the tensors autograd saves in one training-mode forward "
-                "(measured on a meta-device copy); the forward's transient peak is not included."
+                f"(measured {where}); the forward's transient peak is not included."
             )
         return self._copy
 
     def _sync_copy(self, requires_grad: dict[str, bool]) -> None:
-        copy = self._prepare()
-        for name, p in copy.named_parameters():
+        twin = self._prepare()
+        for name, p in twin.named_parameters():
             p.requires_grad_(requires_grad[name])
-        copy.train()  # a training step; BatchNorm policies on the copy keep their layers in eval
+        twin.train()  # a training step; BatchNorm policies on the copy keep their layers in eval
 
     def activation_bytes(self, requires_grad: dict[str, bool] | None = None) -> int:
         """Saved-for-backward bytes for the model's current freeze (or the given flags)."""

@@ -119,3 +119,25 @@ def test_bad_arguments() -> None:
         estimate_cost(model, example_inputs="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="dtype"):
         estimate_cost(model, dtype=torch.int8, example_inputs=False)
+
+
+class _NoMeta(nn.Module):
+    """A layer whose forward cannot run on the meta device (it reads a value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x.sum()) > 1e9:  # .item() has no meta kernel
+            return x
+        return torch.relu(self.lin(x))
+
+
+def test_falls_back_to_a_real_copy_when_meta_cannot_run() -> None:
+    model = _NoMeta()
+    before = model.lin.weight.detach().clone()
+    est = estimate_cost(model, example_inputs=torch.randn(5, 4))
+    assert est.activation_bytes == 4 * (20 + 20)  # Linear's input and ReLU's output
+    assert any("real copy" in a for a in est.assumptions)
+    assert torch.equal(before, model.lin.weight)
