@@ -2,14 +2,15 @@
 
 Each (model, freeze) runs in its own subprocess so one run's allocator state cannot leak into
 the next. The measurement is independent of the estimate's method (which counts tensors in a
-meta-device forward): it is the process's resident memory (psutil RSS / ru_maxrss), with glibc
+meta-device forward): it is the process's resident memory (psutil RSS and /proc VmHWM), with glibc
 told to serve every allocation above 64 kB by mmap (``MALLOC_MMAP_THRESHOLD_``), so freed
 tensors leave RSS at once and RSS tracks live tensor memory.
 
 - static (weights + grads + optimizer state): RSS after two AdamW steps, gradients still held,
   minus RSS before the model was built (activations are freed by then).
-- total: peak RSS during the second step minus the same baseline (the first step allocates the
-  optimizer state; the second is the steady state the estimate describes).
+- total: peak RSS (VmHWM, reset after a throwaway warm-up step on a copy) over two steps minus
+  the same baseline (the first step allocates the optimizer state; the second is the steady
+  state the estimate describes).
 
 Run: ``PYTHONPATH=. python benchmarks/bench_cost.py`` (about a minute on two cores).
 """
@@ -79,10 +80,20 @@ def _loss(model: Any, batch: Any) -> Any:
     return torch.nn.functional.cross_entropy(model(x), y)
 
 
+def _reset_peak() -> None:
+    """Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def child(name: str, frozen: list[str]) -> dict[str, float]:
     """One measured run (in a fresh process)."""
-    import resource
-
     import psutil
     import torch
 
@@ -98,6 +109,7 @@ def child(name: str, frozen: list[str]) -> dict[str, float]:
     _loss(warm, batch).backward()
     del warm
     gc.collect()
+    _reset_peak()  # the warm-up's peak must not count
     params_and_buffers = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     base = proc.memory_info().rss - params_and_buffers  # as if the model were not built yet
     if frozen:
@@ -113,7 +125,7 @@ def child(name: str, frozen: list[str]) -> dict[str, float]:
         _loss(model, batch).backward()
         opt.step()
     static = proc.memory_info().rss - base
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = _peak_rss() - base
     return {
         "est_static": est.weight_bytes + est.grad_bytes + est.optimizer_state_bytes,
         "static": static,
