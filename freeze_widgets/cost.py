@@ -1,0 +1,305 @@
+"""``estimate_cost``: what a training step costs in memory (and backward compute) under a freeze.
+
+Weights, gradients and optimizer state are O(parameters) sums over ``requires_grad``.
+Activations are what autograd keeps for backward, measured once per freeze state with one
+training-mode forward on a meta-device copy (:mod:`freeze_widgets._meta_forward`): nothing is
+allocated and the model is not touched. :class:`CostModel` keeps that copy and the per-module
+multiply-accumulate table, so re-estimating after a tick costs one meta forward at most (and
+nothing for a freeze state seen before).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._helpers import require_module
+from ._meta_forward import Inputs, ModuleMacs, meta_copy, module_macs, saved_bytes, to_meta
+
+__all__ = ["CostEstimate", "CostModel", "estimate_cost"]
+
+# Optimizer state tensors per trainable element (the scalar "step" counters are ignored).
+STATES_PER_ELEMENT: dict[str, int] = {
+    "adam": 2,
+    "adamw": 2,
+    "sgd": 0,
+    "sgd_momentum": 1,
+    "rmsprop": 1,
+    "adagrad": 1,
+}
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Memory of one training step under one freeze, in bytes, and the backward compute share.
+
+    Attributes:
+        weight_bytes: Every parameter (tied ones once) and buffer.
+        grad_bytes: One gradient per trainable element.
+        optimizer_state_bytes: The optimizer's per-element state for trainable elements.
+        activation_bytes: Tensors autograd saves for backward (0 when not measured; see
+            ``assumptions``).
+        backward_share: Backward multiply-accumulates still needed, relative to nothing frozen
+            (1.0 unfrozen; weight-gradient plus input-gradient work of Linear/Conv layers).
+        assumptions: How the numbers were obtained, one sentence each.
+        unfrozen: The same estimate with nothing frozen (None on that estimate itself).
+    """
+
+    weight_bytes: int
+    grad_bytes: int
+    optimizer_state_bytes: int
+    activation_bytes: int
+    backward_share: float
+    assumptions: tuple[str, ...] = ()
+    unfrozen: CostEstimate | None = field(default=None, repr=False)
+
+    @property
+    def total_bytes(self) -> int:
+        return (
+            self.weight_bytes
+            + self.grad_bytes
+            + self.optimizer_state_bytes
+            + (self.activation_bytes)
+        )
+
+    def summary(self) -> str:
+        """One line, e.g. "training memory about 1.21 GB, 3.4x less than unfrozen"."""
+        line = f"training memory about {_human(self.total_bytes)}"
+        if self.unfrozen is not None and self.total_bytes > 0:
+            ratio = self.unfrozen.total_bytes / self.total_bytes
+            if ratio > 1.005:
+                line += f", {ratio:.1f}x less than unfrozen"
+            else:
+                line += ", the same as unfrozen"
+        return line
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def _states_per_element(optimizer: object) -> int:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        name = type(optimizer).__name__.lower()
+        if name == "sgd":
+            return 1 if optimizer.defaults.get("momentum", 0) else 0
+        optimizer = name
+    if not isinstance(optimizer, str):
+        raise TypeError(
+            "optimizer must be a name (" + ", ".join(STATES_PER_ELEMENT) + ") or a "
+            f"torch.optim.Optimizer; got {type(optimizer).__name__}"
+        )
+    key = optimizer.lower().replace("-", "_")
+    if key not in STATES_PER_ELEMENT:
+        raise ValueError(
+            f"unknown optimizer {optimizer!r}; choose one of {', '.join(STATES_PER_ELEMENT)}"
+        )
+    return STATES_PER_ELEMENT[key]
+
+
+def default_inputs(model: nn.Module) -> torch.Tensor | None:
+    """(1, 3, 224, 224) for an image model whose first leaf is a Conv2d on 3 channels."""
+    first = next((m for m in model.modules() if not any(True for _ in m.children())), None)
+    if isinstance(first, nn.Conv2d) and first.in_channels == 3:
+        return torch.empty(1, 3, 224, 224, device="meta")
+    return None
+
+
+def _is_meta(inputs: Inputs) -> bool:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.is_meta
+    values = inputs.values() if isinstance(inputs, dict) else inputs
+    return any(isinstance(v, torch.Tensor) and v.is_meta for v in values)
+
+
+def _cast(inputs: Inputs, dtype: torch.dtype) -> Inputs:
+    """Floating tensors in ``dtype`` (detached), everything else as given."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.detach().to(dtype) if inputs.is_floating_point() else inputs
+    if isinstance(inputs, dict):
+        return {k: _cast(v, dtype) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    return type(inputs)(_cast(v, dtype) if isinstance(v, torch.Tensor) else v for v in inputs)
+
+
+def _backward_share(work: list[tuple[int, bool]]) -> float:
+    """Weight-grad + input-grad work needed now, over the same with nothing frozen.
+
+    ``work`` is ``(forward work, trains)`` per layer in execution order. A layer needs its
+    weight gradient when it trains, and its input gradient when any trainable layer ran before
+    it (a gradient must flow through it). Unfrozen, every layer but the first needs both.
+    """
+    if not work:
+        return 1.0
+    full = sum(w for w, _ in work) * 2 - work[0][0]
+    needed, upstream = 0, False
+    for w, trains in work:
+        needed += w * (int(trains) + int(upstream))
+        upstream = upstream or trains
+    return needed / full if full else 1.0
+
+
+def _trains(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters(recurse=False))
+
+
+class CostModel:
+    """Cost estimates for one model as its freeze changes (cheap to re-ask after each tick).
+
+    Args:
+        model: The model; it is never run or changed (a meta-device copy is).
+        example_inputs: A tensor, a tuple of positional inputs or a dict of keyword inputs
+            (shapes and dtypes matter, values do not). None: (1, 3, 224, 224) for image models
+            whose first layer is a 3-channel Conv2d, otherwise no activations. False: no
+            activations.
+        dtype: The training dtype of floating parameters, gradients, state and activations.
+    """
+
+    def __init__(
+        self, model: nn.Module, example_inputs: Inputs | bool | None = None, dtype: Any = None
+    ) -> None:
+        self.model = require_module(model)
+        self.dtype: torch.dtype = torch.float32 if dtype is None else dtype
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
+        self.assumptions: list[str] = []
+        self._inputs: Inputs | None = self._pick_inputs(example_inputs)
+        self._copy: nn.Module | None = None
+        self._macs: list[ModuleMacs] = []
+        self._saved: dict[tuple[bool, ...], int] = {}
+
+    def _pick_inputs(self, example_inputs: Inputs | bool | None) -> Inputs | None:
+        if example_inputs is False:
+            self.assumptions.append("Activations not estimated (example_inputs=False).")
+            return None
+        if example_inputs is None or example_inputs is True:
+            found = default_inputs(self.model)
+            if found is None:
+                self.assumptions.append(
+                    "Activations not estimated: pass example_inputs (one batch) for a model "
+                    "whose first layer is not a 3-channel Conv2d."
+                )
+            else:
+                self.assumptions.append("Activations for one (1, 3, 224, 224) image.")
+            return found
+        if not isinstance(example_inputs, (torch.Tensor, tuple, list, dict)):
+            raise TypeError(
+                "example_inputs must be a tensor, a tuple/list of positional inputs, a dict of "
+                f"keyword inputs, None or False; got {type(example_inputs).__name__}"
+            )
+        self.assumptions.append("Activations for the example inputs' batch as given.")
+        return example_inputs
+
+    def _prepare(self) -> nn.Module:
+        if self._copy is None:
+            assert self._inputs is not None
+            try:
+                self._copy = meta_copy(self.model, self.dtype)
+                self._meta_inputs = to_meta(self._inputs, self.dtype)
+                self._macs = module_macs(self._copy, self._meta_inputs)
+                where = "on a meta-device copy"
+            except Exception:  # an op without a meta kernel: a real copy, on the given batch
+                if _is_meta(self._inputs):
+                    raise
+                self._copy = copy.deepcopy(self.model).to(self.dtype)
+                self._meta_inputs = _cast(self._inputs, self.dtype)
+                self._macs = module_macs(self._copy, self._meta_inputs)
+                where = "on a real copy (the meta device could not run this model)"
+            self.assumptions.append(
+                "Activations are the tensors autograd saves in one training-mode forward "
+                f"(measured {where}); the forward's transient peak is not included."
+            )
+        return self._copy
+
+    def _sync_copy(self, requires_grad: dict[str, bool]) -> None:
+        twin = self._prepare()
+        for name, p in twin.named_parameters():
+            p.requires_grad_(requires_grad[name])
+        twin.train()  # a training step; BatchNorm policies on the copy keep their layers in eval
+
+    def activation_bytes(self, requires_grad: dict[str, bool] | None = None) -> int:
+        """Saved-for-backward bytes for the model's current freeze (or the given flags)."""
+        if self._inputs is None:
+            return 0
+        flags = requires_grad or {n: p.requires_grad for n, p in self.model.named_parameters()}
+        key = tuple(flags.values())
+        if key not in self._saved:
+            self._sync_copy(flags)
+            self._saved[key] = saved_bytes(self._copy, self._meta_inputs)  # type: ignore[arg-type]
+        return self._saved[key]
+
+    def estimate(
+        self, optimizer: str | torch.optim.Optimizer = "adamw", *, activations: bool = True
+    ) -> CostEstimate:
+        """The estimate for the model's freeze now, with the unfrozen one beside it."""
+        states = _states_per_element(optimizer)
+        now = self._estimate(states, activations, unfrozen=False)
+        full = self._estimate(states, activations, unfrozen=True)
+        return replace(now, unfrozen=full)
+
+    def _estimate(self, states: int, activations: bool, *, unfrozen: bool) -> CostEstimate:
+        size = self.dtype.itemsize
+        params = list(self.model.parameters())  # de-duplicated: tied weights count once
+        trainable = sum(p.numel() for p in params if unfrozen or p.requires_grad)
+        weights = sum(p.numel() for p in params) * size
+        weights += sum(
+            b.numel() * (size if b.is_floating_point() else b.element_size())
+            for b in self.model.buffers()
+        )
+        flags = {n: unfrozen or p.requires_grad for n, p in self.model.named_parameters()}
+        act = self.activation_bytes(flags) if activations else 0
+        share = 1.0 if unfrozen else self._share(activations)
+        notes = [*self.assumptions, f"{states} optimizer state tensors per trainable element."]
+        if not (activations and self._inputs is not None):
+            notes.append("backward_share estimated by parameter elements, in registration order.")
+        return CostEstimate(
+            weights, trainable * size, trainable * size * states, act, share, tuple(notes)
+        )
+
+    def _share(self, measured: bool) -> float:
+        """Backward share from Linear/Conv MACs, or by parameter elements without a forward."""
+        if measured and self._inputs is not None:
+            self._prepare()
+            # The meta copy mirrors the real flags (synced by activation_bytes), but read the
+            # real model so the answer never depends on call order.
+            real = dict(self.model.named_modules())
+            return _backward_share([(c.macs, _trains(real[c.path])) for c in self._macs])
+        work = [(p.numel(), p.requires_grad) for p in self.model.parameters()]
+        return _backward_share(work)
+
+
+def estimate_cost(
+    model: nn.Module,
+    optimizer: str | torch.optim.Optimizer = "adamw",
+    dtype: torch.dtype = torch.float32,
+    example_inputs: Inputs | bool | None = None,
+) -> CostEstimate:
+    """Estimate the memory of one training step of ``model`` under its current freeze.
+
+    Example:
+        >>> est = estimate_cost(model, "adamw")
+        >>> est.summary()
+        'training memory about 1.21 GB, 3.4x less than unfrozen'
+
+    Args:
+        model: The model (not run, not changed).
+        optimizer: "adam", "adamw" (two states per trainable element), "sgd" (none),
+            "sgd_momentum", "rmsprop", "adagrad" (one), or an optimizer instance.
+        dtype: Training dtype of floating tensors.
+        example_inputs: One batch (tensor, positional tuple or keyword dict); None for the
+            default image batch where it applies, False to skip activations.
+
+    Raises:
+        TypeError / ValueError: a bad argument (named); nothing is changed.
+    """
+    cost = CostModel(model, example_inputs, dtype)
+    return cost.estimate(optimizer, activations=cost._inputs is not None)

@@ -1,0 +1,90 @@
+"""What both adapters do: apply a spec, audit the optimizers, guard the steps, log the report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ..audit import audit_optimizer
+from ..findings import Finding, format_findings
+from ..freezing import FreezeSpec
+from ..guard import FreezeGuard, GuardReport
+
+log = logging.getLogger("freeze_widgets.integrations")
+
+
+def unwrap(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer inside a wrapper (accelerate's AcceleratedOptimizer, Lightning's)."""
+    inner = getattr(optimizer, "optimizer", None)
+    while isinstance(inner, torch.optim.Optimizer):
+        optimizer, inner = inner, getattr(inner, "optimizer", None)
+    return optimizer
+
+
+class GuardSession:
+    """One training run's checks, shared by the Lightning and transformers callbacks.
+
+    Attributes:
+        findings: What :func:`audit_optimizer` found at train start (all optimizers).
+        report: The guard's report, set at train end (or on an exception).
+    """
+
+    def __init__(
+        self, spec: FreezeSpec | None, *, raise_on_violation: bool, keep_copies: bool
+    ) -> None:
+        if spec is not None and not isinstance(spec, FreezeSpec):
+            raise TypeError(f"spec must be a FreezeSpec or None; got {type(spec).__name__}")
+        self.spec = spec
+        self.raise_on_violation = raise_on_violation
+        self.keep_copies = keep_copies
+        self.applied = False
+        self.findings: list[Finding] = []
+        self.report: GuardReport | None = None
+        self.guard: FreezeGuard | None = None
+
+    def apply_spec(self, model: nn.Module) -> None:
+        """Apply the spec once (before the optimizer is built, where the framework allows)."""
+        if self.spec is not None and not self.applied:
+            change = self.spec.apply(model)
+            log.info("FreezeSpec applied: %s", change)
+        self.applied = True
+
+    def begin(self, model: nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> None:
+        """Audit the optimizers against the freeze, then start guarding their steps."""
+        self.apply_spec(model)
+        opts = [unwrap(o) for o in optimizers]
+        self.findings = [f for o in opts for f in audit_optimizer(model, o)]
+        if self.findings:
+            log.warning("Optimizer audit:\n%s", format_findings(self.findings))
+        else:
+            log.info("Optimizer audit: no findings.")
+        allow = self.spec is not None and self.spec.bn == "train"
+        self.guard = FreezeGuard(
+            model,
+            opts or None,
+            raise_on_violation=self.raise_on_violation,
+            keep_copies=self.keep_copies,
+            allow_bn_stats=allow,
+        ).start()
+
+    def end(self) -> GuardReport | None:
+        """Final check, hooks removed, report stored and logged."""
+        if self.guard is None:
+            return self.report
+        guard, self.guard = self.guard, None
+        try:
+            guard.stop()
+        finally:
+            self.report = guard.report
+            (log.info if self.report.ok else log.warning)("%s", self.report)
+        return self.report
+
+    def abort(self) -> None:
+        """Remove the hooks without a final check (training is failing already)."""
+        if self.guard is not None:
+            self.guard.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self.report = self.guard.report
+            self.guard = None

@@ -1,0 +1,78 @@
+"""``FreezeGuardCallback``: the freeze checks as a Lightning callback (needs ``lightning``).
+
+Example:
+    >>> trainer = Trainer(callbacks=[FreezeGuardCallback(spec)])
+    >>> trainer.fit(module)
+    >>> print(trainer.callbacks[0].report)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from lightning.pytorch import LightningModule, Trainer
+    from lightning.pytorch.callbacks import Callback
+except ImportError:  # the standalone package name
+    from pytorch_lightning import LightningModule, Trainer  # type: ignore[no-redef,assignment]
+    from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef,assignment]
+
+from ..findings import Finding
+from ..freezing import FreezeSpec
+from ..guard import GuardReport
+from ._common import GuardSession
+
+__all__ = ["FreezeGuardCallback"]
+
+
+class FreezeGuardCallback(Callback):  # type: ignore[misc]
+    """Apply a freeze, audit the optimizers at train start, and guard every optimizer step.
+
+    Args:
+        spec: Applied to the LightningModule in ``setup`` (before ``configure_optimizers``);
+            None keeps the model's own freeze.
+        raise_on_violation: Stop training with ``FrozenWeightMoved`` at the step that moved a
+            frozen tensor.
+        keep_copies: Keep full copies of frozen tensors for exact max-abs-diffs.
+
+    After ``fit``, ``findings`` holds the audit and ``report`` the guard's report; both are also
+    logged on the ``freeze_widgets.integrations`` logger.
+    """
+
+    def __init__(
+        self,
+        spec: FreezeSpec | None = None,
+        *,
+        raise_on_violation: bool = False,
+        keep_copies: bool = False,
+    ) -> None:
+        super().__init__()
+        self._session = GuardSession(
+            spec, raise_on_violation=raise_on_violation, keep_copies=keep_copies
+        )
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self._session.findings
+
+    @property
+    def report(self) -> GuardReport | None:
+        return self._session.report
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._session.apply_spec(pl_module)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._session.begin(pl_module, trainer.optimizers)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._session.end()
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        self._session.abort()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,143 @@
+"""estimate_cost against numbers worked out by hand on small models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from freeze_widgets.cost import CostModel, estimate_cost
+from freeze_widgets.freezing import freeze
+
+from .conftest import Nested
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_param_grad_and_state_bytes_for_a_linear_stack() -> None:
+    model = nn.Sequential(nn.Linear(10, 20), nn.Linear(20, 5))
+    total = sum(p.numel() for p in model.parameters())  # 220 + 105
+    freeze(model, "0")
+    trainable = 105
+    adamw = estimate_cost(model, "adamw", example_inputs=False)
+    assert adamw.weight_bytes == 4 * total
+    assert adamw.grad_bytes == 4 * trainable
+    assert adamw.optimizer_state_bytes == 2 * 4 * trainable
+    assert adamw.activation_bytes == 0
+    assert any("not estimated" in a for a in adamw.assumptions)
+    assert estimate_cost(model, "sgd", example_inputs=False).optimizer_state_bytes == 0
+    momentum = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert estimate_cost(model, momentum, example_inputs=False).optimizer_state_bytes == 420
+    half = estimate_cost(model, "adam", dtype=torch.bfloat16, example_inputs=False)
+    assert half.weight_bytes == 2 * total
+    assert adamw.unfrozen is not None
+    assert adamw.unfrozen.grad_bytes == 4 * total
+    assert adamw.unfrozen.total_bytes == 4 * total * 4  # weights + grads + two states
+    assert adamw.total_bytes == 4 * total + 3 * 4 * trainable
+
+
+def test_tied_weights_and_buffers_counted_once() -> None:
+    model = Nested()
+    est = estimate_cost(model, "sgd", example_inputs=False)
+    params = sum(p.numel() for p in model.parameters())
+    float_buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    counters = sum(b.numel() * 8 for b in model.buffers() if not b.is_floating_point())
+    assert est.weight_bytes == 4 * (params + float_buffers) + counters
+
+
+def test_two_layer_mlp_activations_by_hand() -> None:
+    model = _mlp()
+    x = torch.randn(5, 4)
+    # Unfrozen: Linear 1 saves its input x (5*4 floats, for its weight grad); ReLU saves its
+    # output h (5*8), which Linear 2 also needs for its weight grad (counted once).
+    assert estimate_cost(model, example_inputs=x).activation_bytes == 4 * (20 + 40)
+    freeze(model, "0")  # x no longer needed; h still is
+    est = estimate_cost(model, example_inputs=x)
+    assert est.activation_bytes == 4 * 40
+    # Backward MACs: L1 160, L2 120; unfrozen 2*280 - 160 (no input grad for L1) = 400.
+    assert est.backward_share == pytest.approx(120 / 400)
+    model = _mlp()
+    freeze(model, "2")  # L1 trains: x saved, ReLU output saved for the flow through L2
+    est = estimate_cost(model, example_inputs=x)
+    assert est.activation_bytes == 4 * (20 + 40)
+    assert est.backward_share == pytest.approx((160 + 120) / 400)
+    freeze(model, "")
+    assert estimate_cost(model, example_inputs=x).activation_bytes == 0
+
+
+def test_image_default_input_and_frozen_prefix_saves_nothing_below() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 224 * 224, 2)
+    )
+    est = estimate_cost(model)
+    # Conv input 3*224*224, ReLU output 2*224*224 (Flatten's view of it is free).
+    assert est.activation_bytes == 4 * (3 + 2) * 224 * 224
+    assert any("(1, 3, 224, 224)" in a for a in est.assumptions)
+    freeze(model, "0")
+    assert estimate_cost(model).activation_bytes == 4 * 2 * 224 * 224
+    assert "less than unfrozen" in estimate_cost(model).summary()
+
+
+def test_estimate_does_not_change_the_model() -> None:
+    model = Nested()
+    freeze(model, "body.stem")
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    est = estimate_cost(model, example_inputs=torch.randn(2, 3, 8, 8))
+    assert est.activation_bytes > 0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert flags == [p.requires_grad for p in model.parameters()]
+    assert modes == [m.training for m in model.modules()]
+
+
+def test_cost_model_caches_per_freeze_state() -> None:
+    model = _mlp()
+    cost = CostModel(model, torch.randn(5, 4))
+    assert cost.estimate().activation_bytes == 240
+    freeze(model, "0")
+    assert cost.estimate().activation_bytes == 160
+    assert len(cost._saved) == 2  # the unfrozen state and this one
+    assert cost.estimate("sgd").activation_bytes == 160
+    assert len(cost._saved) == 2
+
+
+def test_bad_arguments() -> None:
+    model = _mlp()
+    with pytest.raises(TypeError, match="model"):
+        estimate_cost(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        estimate_cost(model, "lamb", example_inputs=False)
+    with pytest.raises(TypeError, match="optimizer"):
+        estimate_cost(model, 3, example_inputs=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="example_inputs"):
+        estimate_cost(model, example_inputs="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="dtype"):
+        estimate_cost(model, dtype=torch.int8, example_inputs=False)
+
+
+class _NoMeta(nn.Module):
+    """A layer whose forward cannot run on the meta device (it reads a value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x.sum()) > 1e9:  # .item() has no meta kernel
+            return x
+        return torch.relu(self.lin(x))
+
+
+def test_falls_back_to_a_real_copy_when_meta_cannot_run() -> None:
+    model = _NoMeta()
+    before = model.lin.weight.detach().clone()
+    est = estimate_cost(model, example_inputs=torch.randn(5, 4))
+    assert est.activation_bytes == 4 * (20 + 20)  # Linear's input and ReLU's output
+    assert any("real copy" in a for a in est.assumptions)
+    assert torch.equal(before, model.lin.weight)
