@@ -14,6 +14,7 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
+from .._helpers import named_parameters_of
 from ..export import ExportReport, bind, export_onnx, export_torchscript
 from ..netron import start_netron, stop_netron
 from .background import BackgroundWork
@@ -146,11 +147,7 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         self.exporter = widgets.Dropdown(options=list(EXPORTERS), description="exporter")
         self.exporter.observe(self._on_exporter, names="value")
         shape = default_input_shape(model)
-        self.args = [
-            _ArgRow(p, shape)
-            for p in inspect.signature(model.forward).parameters.values()
-            if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        ]
+        self.args = [_ArgRow(p, shape) for p in named_parameters_of(model.forward)]
         self.run_button = widgets.Button(description="Export", icon="download")
         self.run_button.add_class("fw-export-run")
         self.netron_button = widgets.Button(

@@ -1,0 +1,224 @@
+"""``export_onnx``: dynamo exporter with a TorchScript-exporter fallback, checker, onnxruntime.
+
+The onnx and onnxruntime imports happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+
+from ._common import (
+    ExampleInputs,
+    ExportJob,
+    Loaded,
+    VerifyOptions,
+    Written,
+    first_line,
+    passes_positionally,
+    run_export,
+)
+from .parity import ort_runner
+from .report import ExportReport
+
+__all__ = ["OnnxExporter", "export_onnx"]
+
+OnnxExporter = Literal["dynamo", "torchscript"]
+"""The ONNX exporter asked for: ``"dynamo"`` (falls back to ``"torchscript"``) or forced legacy."""
+
+_ONNX_EXPORTERS: tuple[OnnxExporter, ...] = get_args(OnnxExporter)
+
+# Above this many parameter bytes the ONNX protobuf (2 GB limit) needs external data.
+_EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def export_onnx(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    path: str | os.PathLike[str],
+    *,
+    dynamic_batch: bool = True,
+    opset: int | None = None,
+    exporter: OnnxExporter = "dynamo",
+    verify: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    verify_batches: Sequence[int] | None = None,
+    timing_runs: int = 10,
+    warmup: int = 2,
+) -> ExportReport:
+    """Export ``model`` to ONNX, check the file and compare onnxruntime with PyTorch.
+
+    The dynamo exporter runs first (dynamic batch axis 0 via ``dynamic_shapes``); if it fails,
+    the TorchScript exporter runs and the report records why. The model is exported in eval mode
+    and every submodule's train/eval flag is restored afterwards, also on error.
+
+    Args:
+        model: The model, typically a :class:`BoundModule` from :func:`bind`.
+        example_inputs: A tensor, a tuple of tensors (positional) or a dict name -> tensor.
+        path: Output ``.onnx`` file; its parent directory is created if missing.
+        dynamic_batch: Make axis 0 of every input (and output) dynamic.
+        opset: ONNX opset; None lets PyTorch choose.
+        exporter: ``"dynamo"`` (with TorchScript fallback) or ``"torchscript"`` (forced).
+        verify: Run onnxruntime against eager and time both.
+        atol: Absolute tolerance of the parity check.
+        rtol: Relative tolerance of the parity check.
+        verify_batches: Batch sizes to verify at; default two sizes other than the traced one
+            (1 and 5 when tracing at 2).
+        timing_runs: Timed runs per latency figure (median reported).
+        warmup: Untimed runs before timing.
+
+    Returns:
+        An :class:`ExportReport`; ``report.ok`` tells whether every check passed.
+    """
+    import onnx  # noqa: F401  (fail before any work when onnx is not installed)
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"export_onnx needs an nn.Module, got {type(model).__name__}; wrap a "
+            "functools.partial with bind(partial) first"
+        )
+    if exporter not in _ONNX_EXPORTERS:
+        raise ValueError(f"exporter must be 'dynamo' or 'torchscript', not {exporter!r}")
+    check = VerifyOptions(verify, atol, rtol, verify_batches, timing_runs, warmup)
+    converter = _OnnxConverter(exporter, opset)
+    return run_export(
+        model, example_inputs, path, converter, dynamic_batch=dynamic_batch, check=check
+    )
+
+
+@dataclass(frozen=True)
+class _OnnxConverter:
+    """Writes an ``.onnx`` file (dynamo first unless forced) and reads it back with the checker."""
+
+    exporter: OnnxExporter
+    opset: int | None
+
+    def write(self, job: ExportJob) -> Written:
+        if self.exporter == "torchscript":
+            _export_legacy(job, self.opset)
+            return Written("onnx-torchscript")
+        try:
+            _export_dynamo(job, self.opset)
+        except Exception as exc:  # any exporter failure -> documented fallback
+            reason = first_line(exc)
+        else:
+            return Written("onnx-dynamo")
+        try:
+            _export_legacy(job, self.opset)
+        except Exception as exc:
+            # Keep the first failure visible: it is usually the one worth fixing.
+            raise RuntimeError(
+                f"both ONNX exporters failed; dynamo: {reason}; torchscript: {first_line(exc)}"
+            ) from exc
+        return Written("onnx-torchscript", reason)
+
+    def load(self, job: ExportJob, written: Written) -> Loaded:
+        import onnx
+
+        # A path (not a loaded proto) lets the checker handle models over 2 GB.
+        onnx.checker.check_model(str(job.path))
+        graph_inputs, n_init, opset, file_bytes = _graph_summary(job.path)
+        return Loaded(graph_inputs, n_init, file_bytes, opset, lambda: ort_runner(job.path))
+
+
+def _graph_summary(path: Path) -> tuple[list[str], int, int | None, int]:
+    """(graph inputs, initializer count, default-domain opset, total bytes incl. external data)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    initializers = {init.name for init in proto.graph.initializer}
+    # Older IR versions list initializers among the inputs; those are weights, not inputs.
+    inputs = [i.name for i in proto.graph.input if i.name not in initializers]
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    external = {
+        entry.value
+        for init in proto.graph.initializer
+        if init.data_location == onnx.TensorProto.EXTERNAL
+        for entry in init.external_data
+        if entry.key == "location"
+    }
+    total = path.stat().st_size
+    for location in external:
+        data_file = path.parent / location
+        if data_file.exists():
+            total += data_file.stat().st_size
+    return inputs, len(initializers), opset, total
+
+
+def _param_bytes(model: nn.Module) -> int:
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _batch_axes(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Axis 0 of every non-scalar tensor input, named ``"batch"``."""
+    return {
+        name: {0: "batch"}
+        for name, v in inputs.items()
+        if isinstance(v, torch.Tensor) and v.dim() > 0
+    }
+
+
+def _export_dynamo(job: ExportJob, opset: int | None) -> None:
+    dynamic_shapes: dict[str, Any] | None = None
+    if job.dynamic_batch:
+        # Strings become Dim.DYNAMIC and the ONNX axis is renamed to "batch". torch.export
+        # matches this dict against the forward's parameter names, which is why BoundModule
+        # generates a forward with named parameters rather than ``*args``.
+        axes = _batch_axes(job.inputs)
+        dynamic_shapes = {name: axes.get(name) for name in job.inputs}
+    with warnings.catch_warnings():
+        # Inputs sharing the batch axis make the renamer note it skips duplicates: expected.
+        warnings.filterwarnings("ignore", message=r".*axis name.*will not be used")
+        torch.onnx.export(
+            job.model,
+            (),
+            str(job.path),
+            kwargs=dict(job.inputs),
+            input_names=job.input_names,
+            output_names=job.output_names,
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,  # its progress lines would clutter notebook output
+            dynamic_shapes=dynamic_shapes,
+            external_data=_param_bytes(job.model) > _EXTERNAL_DATA_THRESHOLD,
+            # No report / dumps: they would be written to the current directory.
+            report=False,
+            verify=False,
+            profile=False,
+            dump_exported_program=False,
+            optimize=True,
+        )
+
+
+def _export_legacy(job: ExportJob, opset: int | None) -> None:
+    """The TorchScript-based ONNX exporter (``dynamo=False``)."""
+    dynamic_axes: dict[str, Any] | None = None
+    if job.dynamic_batch:
+        dynamic_axes = _batch_axes(job.inputs)
+        dynamic_axes.update({name: {0: "batch"} for name in job.output_names})
+    # Positional when the inputs are the leading parameters (the legacy exporter's usual path),
+    # keywords when an optional parameter in between was left out.
+    positional = passes_positionally(job.model, job.inputs)
+    with warnings.catch_warnings():
+        # The legacy exporter warns that it is legacy; the report records which one ran.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            job.model,
+            tuple(job.inputs.values()) if positional else (),
+            str(job.path),
+            kwargs=None if positional else dict(job.inputs),
+            input_names=job.input_names,
+            output_names=job.output_names,
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes=dynamic_axes,
+        )

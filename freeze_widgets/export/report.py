@@ -1,0 +1,130 @@
+"""What an export produced and how well it matches PyTorch: the report and its formatting."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["ExportReport", "ExporterName", "ParityResult"]
+
+ExporterName = Literal["onnx-dynamo", "onnx-torchscript", "torchscript-script", "torchscript-trace"]
+"""Which exporter actually wrote the file (after any fallback)."""
+
+
+@dataclass
+class ParityResult:
+    """Exported model vs PyTorch eager at one batch size."""
+
+    batch: int
+    max_abs: float
+    max_rel: float
+    ok: bool
+    eager_ms: float
+    exported_ms: float
+
+
+@dataclass
+class ExportReport:
+    """What an export produced and how well the exported model matches PyTorch.
+
+    ``max_rel`` is measured only where ``|eager| > atol`` (elsewhere a relative error is noise);
+    ``ok`` in a parity entry is ``allclose(exported, eager, rtol, atol)``.
+    """
+
+    path: Path
+    exporter: ExporterName
+    fallback_reason: str | None
+    opset: int | None
+    input_names: list[str]
+    output_names: list[str]
+    bound_names: list[str]
+    graph_inputs: list[str]
+    initializer_count: int
+    file_bytes: int
+    export_seconds: float
+    parity: list[ParityResult] = field(default_factory=list)
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    checker_ok: bool = True
+    verified: bool = False
+
+    @property
+    def bound_leaked(self) -> list[str]:
+        """Bound argument names that wrongly appear as graph inputs (should be empty)."""
+        return [n for n in self.bound_names if n in self.graph_inputs]
+
+    @property
+    def ok(self) -> bool:
+        """Checker passed, every parity check passed, no bound name is a graph input."""
+        return (
+            self.checker_ok
+            and self.verified
+            and all(p.ok for p in self.parity)
+            and not self.bound_leaked
+        )
+
+    def to_rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs for a readable table."""
+        rows = [("file", str(self.path)), ("exporter", self.exporter)]
+        if self.fallback_reason:
+            rows.append(("fallback reason", self.fallback_reason))
+        rows += [
+            ("opset", "-" if self.opset is None else str(self.opset)),
+            ("inputs", ", ".join(self.input_names) or "-"),
+            ("graph inputs", ", ".join(self.graph_inputs) or "-"),
+            ("bound", ", ".join(self.bound_names) or "-"),
+            ("outputs", ", ".join(self.output_names) or "-"),
+            ("initializers", str(self.initializer_count)),
+            ("file size", format_bytes(self.file_bytes)),
+            ("export time", f"{self.export_seconds:.2f} s"),
+        ]
+        for p in self.parity:
+            rows += self._parity_rows(p)
+        if not self.verified:
+            rows.append(("verified", "no"))
+        if self.bound_leaked:
+            rows.append(("bound names in graph inputs", ", ".join(self.bound_leaked)))
+        rows.append(("status", "OK" if self.ok else "FAILED"))
+        return rows
+
+    def _parity_rows(self, p: ParityResult) -> list[tuple[str, str]]:
+        """The parity verdict and the latency comparison at one batch size."""
+        runtime = "onnxruntime" if self.exporter.startswith("onnx") else "torchscript"
+        verdict = "ok" if p.ok else "MISMATCH"
+        ratio = p.exported_ms / p.eager_ms if p.eager_ms > 0 else float("nan")
+        return [
+            (
+                f"parity @ batch {p.batch}",
+                f"{verdict}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e} "
+                f"(atol {self.atol:g}, rtol {self.rtol:g})",
+            ),
+            (
+                f"latency @ batch {p.batch}",
+                f"eager {p.eager_ms:.2f} ms, {runtime} {p.exported_ms:.2f} ms ({ratio:.2f}x)",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        rows = self.to_rows()
+        width = max(len(label) for label, _ in rows)
+        return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(label)}</th>"
+            f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+            for label, value in self.to_rows()
+        )
+        return f"<table class='freeze-widgets-export-report'>{body}</table>"
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes in B (whole), KB, MB or GB (one decimal), powers of 1024."""
+    size = float(n)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"

@@ -1,0 +1,166 @@
+"""Golden-text tests for ExportReport: reports built by hand with fixed numbers, exact text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from freeze_widgets.export import ExportReport, ParityResult
+from freeze_widgets.export.report import format_bytes
+
+
+def onnx_report() -> ExportReport:
+    """A verified dynamo export of a masked linear layer: everything passed."""
+    return ExportReport(
+        path=Path("exports/masked.onnx"),
+        exporter="onnx-dynamo",
+        fallback_reason=None,
+        opset=18,
+        input_names=["x"],
+        output_names=["output"],
+        bound_names=["mask"],
+        graph_inputs=["x"],
+        initializer_count=3,
+        file_bytes=1536,
+        export_seconds=1.234,
+        parity=[
+            ParityResult(
+                batch=1, max_abs=1.5e-7, max_rel=2.5e-6, ok=True, eager_ms=2.0, exported_ms=0.5
+            ),
+            ParityResult(
+                batch=5, max_abs=3e-7, max_rel=4e-6, ok=True, eager_ms=4.0, exported_ms=1.0
+            ),
+        ],
+        verified=True,
+    )
+
+
+def test_str_of_passing_onnx_report() -> None:
+    assert str(onnx_report()) == (
+        "file               exports/masked.onnx\n"
+        "exporter           onnx-dynamo\n"
+        "opset              18\n"
+        "inputs             x\n"
+        "graph inputs       x\n"
+        "bound              mask\n"
+        "outputs            output\n"
+        "initializers       3\n"
+        "file size          1.5 KB\n"
+        "export time        1.23 s\n"
+        "parity @ batch 1   ok: max abs 1.50e-07, max rel 2.50e-06 (atol 0.0001, rtol 0.001)\n"
+        "latency @ batch 1  eager 2.00 ms, onnxruntime 0.50 ms (0.25x)\n"
+        "parity @ batch 5   ok: max abs 3.00e-07, max rel 4.00e-06 (atol 0.0001, rtol 0.001)\n"
+        "latency @ batch 5  eager 4.00 ms, onnxruntime 1.00 ms (0.25x)\n"
+        "status             OK"
+    )
+
+
+def test_str_of_torchscript_fallback_with_mismatch() -> None:
+    report = ExportReport(
+        path=Path("out/model.pt"),
+        exporter="torchscript-trace",
+        fallback_reason="RuntimeError: cannot script <lambda>",
+        opset=None,
+        input_names=["x"],
+        output_names=["output_0", "output_1"],
+        bound_names=[],
+        graph_inputs=["x"],
+        initializer_count=0,
+        file_bytes=3 * 1024 * 1024,
+        export_seconds=0.5,
+        parity=[
+            ParityResult(
+                batch=1, max_abs=0.25, max_rel=0.5, ok=False, eager_ms=1.0, exported_ms=3.0
+            ),
+            # A zero eager time (too fast for the clock) gives no ratio rather than a crash.
+            ParityResult(batch=3, max_abs=0.0, max_rel=0.0, ok=True, eager_ms=0.0, exported_ms=3.0),
+        ],
+        atol=1e-5,
+        rtol=0.01,
+        verified=True,
+    )
+    assert str(report) == (
+        "file               out/model.pt\n"
+        "exporter           torchscript-trace\n"
+        "fallback reason    RuntimeError: cannot script <lambda>\n"
+        "opset              -\n"
+        "inputs             x\n"
+        "graph inputs       x\n"
+        "bound              -\n"
+        "outputs            output_0, output_1\n"
+        "initializers       0\n"
+        "file size          3.0 MB\n"
+        "export time        0.50 s\n"
+        "parity @ batch 1   MISMATCH: max abs 2.50e-01, max rel 5.00e-01 (atol 1e-05, rtol 0.01)\n"
+        "latency @ batch 1  eager 1.00 ms, torchscript 3.00 ms (3.00x)\n"
+        "parity @ batch 3   ok: max abs 0.00e+00, max rel 0.00e+00 (atol 1e-05, rtol 0.01)\n"
+        "latency @ batch 3  eager 0.00 ms, torchscript 3.00 ms (nanx)\n"
+        "status             FAILED"
+    )
+    assert not report.ok
+    html = report._repr_html_()
+    assert "<td style='text-align:left'>RuntimeError: cannot script &lt;lambda&gt;</td>" in html
+    assert "<lambda>" not in html
+
+
+def test_str_of_unverified_report_with_leaked_bound_name() -> None:
+    report = ExportReport(
+        path=Path("m.onnx"),
+        exporter="onnx-torchscript",
+        fallback_reason=None,
+        opset=17,
+        input_names=["x"],
+        output_names=["output"],
+        bound_names=["mask", "scale"],
+        graph_inputs=["x", "mask"],
+        initializer_count=2,
+        file_bytes=512,
+        export_seconds=2.0,
+    )
+    assert report.bound_leaked == ["mask"]
+    assert str(report) == (
+        "file                         m.onnx\n"
+        "exporter                     onnx-torchscript\n"
+        "opset                        17\n"
+        "inputs                       x\n"
+        "graph inputs                 x, mask\n"
+        "bound                        mask, scale\n"
+        "outputs                      output\n"
+        "initializers                 2\n"
+        "file size                    512 B\n"
+        "export time                  2.00 s\n"
+        "verified                     no\n"
+        "bound names in graph inputs  mask\n"
+        "status                       FAILED"
+    )
+
+
+def test_ok_needs_verification_and_every_parity_entry() -> None:
+    report = onnx_report()
+    assert report.ok
+    report.parity[1].ok = False
+    assert not report.ok
+    report.parity[1].ok = True
+    report.checker_ok = False
+    assert not report.ok
+    report.checker_ok = True
+    report.verified = False
+    assert not report.ok
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KB"),
+        (1536, "1.5 KB"),
+        (1024**2 - 1, "1024.0 KB"),
+        (5 * 1024**2, "5.0 MB"),
+        (5 * 1024**3, "5.0 GB"),
+        (2048 * 1024**3, "2048.0 GB"),
+    ],
+)
+def test_format_bytes(n: int, text: str) -> None:
+    assert format_bytes(n) == text
