@@ -351,3 +351,13 @@ def freeze_through(model: nn.Module, path: str, *, bn: str = "eval") -> FreezeCh
             raise _unknown_target_error(path, model) from None
     head, tail = _split_at(model, path)
     return retarget(model, tail, head, bn)
+
+
+def __getattr__(name: str) -> object:
+    # FreezeSpec lives in spec.py (which imports this module); it stays importable from here, as
+    # it always was, without an import cycle.
+    if name == "FreezeSpec":
+        from .spec import FreezeSpec
+
+        return FreezeSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ._helpers import require_module
-from .freezing import iter_batchnorms
+from .bn import iter_batchnorms
 from .snapshot import TensorCheck, TensorSnapshot, _Entry
 
 __all__ = ["FreezeGuard", "FrozenWeightMoved", "GuardReport", "Violation"]

@@ -1,4 +1,4 @@
-"""Loading torchvision classification models: pretrained weights, hub cache, offline fallback."""
+"""Loading models by name (torchvision, timm, transformers): weights, caches, offline fallback."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import zoo
 from ._helpers import unknown_name_error
 
 __all__ = ["PretrainedWeightsUnavailable", "load_model", "weights_source"]
@@ -34,29 +35,61 @@ def weights_source(model: nn.Module) -> str:
     return str(getattr(model, "_freeze_widgets_weights", "unknown (not loaded by load_model)"))
 
 
-def _offline() -> bool:
-    return os.environ.get("FREEZE_WIDGETS_OFFLINE", "").lower() in {"1", "true", "yes"}
+def load_model(
+    name: str,
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+    *,
+    task: str | None = None,
+) -> nn.Module:
+    """Build a model by name, in eval mode: torchvision, ``timm:<name>`` or ``hf:<repo or folder>``.
 
-
-def load_model(name: str, pretrained: bool = True, device: str | torch.device = "cpu") -> nn.Module:
-    """Build a torchvision classification model by name, in eval mode.
-
-    Pretrained weights go through torchvision's normal path: the torch hub cache
-    (``$TORCH_HOME/hub/checkpoints``) first, a download otherwise. If neither works (offline,
-    or ``FREEZE_WIDGETS_OFFLINE=1`` and nothing cached) the model keeps random weights and a
+    Pretrained weights come from the local cache first: torchvision's hub cache
+    (``$TORCH_HOME/hub/checkpoints``), the Hugging Face cache for timm and transformers, or the
+    folder itself for ``hf:<folder>``; a download is tried otherwise. If neither works (offline, or
+    ``FREEZE_WIDGETS_OFFLINE=1`` and nothing cached) the model keeps random weights and a
     :class:`PretrainedWeightsUnavailable` warning says so; :func:`weights_source` tells which
-    happened.
+    happened. A transformers config that is neither cached nor fetchable is an error (a model
+    without its config has no structure).
 
     Args:
-        name: A torchvision classification model (``"resnet18"`` ... ``"resnet152"``,
-            ``"efficientnet_b7"``, ``"vit_b_16"``, ...).
+        name: ``"resnet18"`` (any torchvision classification model), ``"timm:convnext_tiny"``
+            or ``"hf:bert-base-uncased"`` / ``"hf:/path/to/saved_model"``.
         pretrained: Load the default pretrained weights.
         device: ``"meta"`` builds the structure only (no memory, no weights), for exploring
             architectures of any size.
+        task: For ``hf:`` names, which ``AutoModel*`` class builds the model: ``"base"``
+            (default), ``"causal-lm"``, ``"masked-lm"``, ``"seq2seq-lm"``,
+            ``"sequence-classification"``, ``"token-classification"``, ``"question-answering"``
+            or ``"image-classification"``.
 
     Raises:
-        ValueError: an unknown model name (close names listed).
+        TypeError: ``name`` is not a string.
+        ValueError: an unknown model name (close names listed), an unknown task, or a
+            transformers config that cannot be had.
+        ImportError: ``timm:`` / ``hf:`` without timm / transformers installed.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a model name string; got {type(name).__name__}")
+    if task is not None and not name.startswith("hf:"):
+        raise ValueError(f"task= applies to hf: models only; got task={task!r} for {name!r}")
+    where = torch.device(device)
+    if name.startswith(("timm:", "hf:")):
+        prefix, _, ref = name.partition(":")
+        if prefix == "timm":
+            model, source = zoo.load_timm(ref, pretrained=pretrained, device=where)
+        else:
+            model, source = zoo.load_hf(ref, task=task, pretrained=pretrained, device=where)
+    else:
+        model, source = _load_torchvision(name, pretrained=pretrained, device=where)
+    setattr(model, "_freeze_widgets_weights", source)  # noqa: B010 (nn.Module's typed __setattr__)
+    loaded: nn.Module = model.to(where).eval() if where.type != "meta" else model.eval()
+    return loaded
+
+
+def _load_torchvision(
+    name: str, *, pretrained: bool, device: torch.device
+) -> tuple[nn.Module, str]:
     from torchvision import models as tvm
 
     available = tvm.list_models(module=tvm)
@@ -65,37 +98,29 @@ def load_model(name: str, pretrained: bool = True, device: str | torch.device = 
             "torchvision classification model",
             name,
             available,
-            way_out="See torchvision.models.list_models(module=torchvision.models).",
+            way_out="See torchvision.models.list_models(module=torchvision.models); "
+            "timm and transformers models load as 'timm:<name>' and 'hf:<repo or folder>'.",
             cutoff=0.4,
         )
-    device = torch.device(device)
     if device.type == "meta":
-        with torch.device("meta"):
-            model = tvm.get_model(name, weights=None)
-        model._freeze_widgets_weights = "none (meta device: structure only)"
-        meta_model: nn.Module = model.eval()
-        return meta_model
-
+        with torch.device("meta"), zoo.regnet_widths_on_cpu():
+            return tvm.get_model(name, weights=None), "none (meta device: structure only)"
     model = tvm.get_model(name, weights=None)
-    source = "random (pretrained=False)"
-    if pretrained:
-        weights = tvm.get_model_weights(name).DEFAULT
-        state, why = _fetch_state_dict(weights)
-        if state is not None:
-            model.load_state_dict(state)
-            source = f"pretrained {weights}"
-        else:
-            source = f"random: pretrained weights unavailable ({why})"
-            warnings.warn(
-                f"{name}: pretrained weights unavailable ({why}); using RANDOM weights. "
-                f"Place {weights.url.rsplit('/', 1)[-1]} in "
-                f"{os.path.join(torch.hub.get_dir(), 'checkpoints')} to use them offline.",
-                PretrainedWeightsUnavailable,
-                stacklevel=2,
-            )
-    model._freeze_widgets_weights = source
-    loaded: nn.Module = model.to(device).eval()
-    return loaded
+    if not pretrained:
+        return model, "random (pretrained=False)"
+    weights = tvm.get_model_weights(name).DEFAULT
+    state, why = _fetch_state_dict(weights)
+    if state is not None:
+        model.load_state_dict(state)
+        return model, f"pretrained {weights}"
+    warnings.warn(
+        f"{name}: pretrained weights unavailable ({why}); using RANDOM weights. "
+        f"Place {weights.url.rsplit('/', 1)[-1]} in "
+        f"{os.path.join(torch.hub.get_dir(), 'checkpoints')} to use them offline.",
+        PretrainedWeightsUnavailable,
+        stacklevel=3,
+    )
+    return model, f"random: pretrained weights unavailable ({why})"
 
 
 def _fetch_state_dict(weights: Any) -> tuple[dict[str, torch.Tensor] | None, str]:
@@ -103,7 +128,7 @@ def _fetch_state_dict(weights: Any) -> tuple[dict[str, torch.Tensor] | None, str
     filename = weights.url.rsplit("/", 1)[-1]
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
     if not os.path.exists(cached):
-        if _offline():
+        if zoo.offline():
             return None, f"offline (FREEZE_WIDGETS_OFFLINE=1) and {filename} not in the hub cache"
         try:
             download(weights.url, cached, timeout=_DOWNLOAD_TIMEOUT_S)

@@ -28,8 +28,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .freezing import bn_is_frozen, iter_batchnorms
-from .freezing import bn_state as _bn_state
+from .bn import bn_is_frozen, iter_batchnorms
+from .bn import bn_state as _bn_state
 
 __all__ = ["Fingerprint", "TensorCheck", "TensorSnapshot", "fingerprint"]
 

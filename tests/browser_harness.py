@@ -181,6 +181,53 @@ def _wait_for_server(url: str, proc: subprocess.Popen[bytes], log: Path, timeout
     )
 
 
+def _page_error_line(exc: Any) -> str:
+    """One console line for an uncaught page error, with the top of its stack (where it came from)."""
+    stack = " | ".join((getattr(exc, "stack", "") or "").splitlines()[1:4])
+    return f"[pageerror] {exc}" + (f" @ {stack.strip()}" if stack else "")
+
+
+def _server_command(
+    app: str, port: int, token: str, root: Path, tmp: Path, settings_dir: Path
+) -> list[str]:
+    """The command line of a JupyterLab, Notebook 7 or Voila server on 127.0.0.1:``port``."""
+    if app == "voila":
+        return [
+            sys.executable, "-m", "voila", "--no-browser", "--Voila.ip=127.0.0.1",
+            f"--Voila.port={port}", "--Voila.port_retries=0", f"--Voila.token={token}",
+            f"--Voila.root_dir={root}", str(root),
+        ]  # fmt: skip
+    apps = {"lab": ("jupyterlab", "LabApp"), "notebook": ("notebook", "JupyterNotebookApp")}
+    if app not in apps:
+        raise ValueError(f"app must be 'lab', 'notebook' or 'voila'; got {app!r}")
+    module, config = apps[app]
+    cmd = [
+        sys.executable, "-m", module, "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        f"--{config}.workspaces_dir={tmp / 'workspaces'}",
+        f"--{config}.user_settings_dir={settings_dir}",
+    ]  # fmt: skip
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return cmd
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:``port`` (no HTTP request)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"the server exited with code {proc.returncode}; log:\n"
+                + log.read_text(errors="replace")[-4000:]
+            )
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
 def _descendants(pid: int) -> list[Any]:
     try:
         import psutil
@@ -190,9 +237,14 @@ def _descendants(pid: int) -> list[Any]:
         return []
 
 
-def _stop_server(proc: subprocess.Popen[bytes], base_url: str, token: str) -> None:
-    """Shut down JupyterLab and its kernels; escalate to SIGTERM / SIGKILL if needed."""
+def _stop_server(
+    proc: subprocess.Popen[bytes], base_url: str, token: str, *, graceful: bool = True
+) -> None:
+    """Shut down the server and its kernels; escalate to SIGTERM / SIGKILL if needed."""
     children = _descendants(proc.pid)  # kernels: own sessions, not in the server's group
+    if proc.poll() is None and not graceful:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
     if proc.poll() is None:
         # Graceful first: the server shuts its kernels down (and their netron threads).
         req = urllib.request.Request(f"{base_url}/api/shutdown?token={token}", method="POST")
@@ -230,6 +282,7 @@ def lab_browser(
     viewport: tuple[int, int] = (1400, 1000),
     block_external: bool = True,
     keep_tmp: bool = False,
+    app: str = "lab",
 ) -> Iterator[LabSession]:
     """JupyterLab on a temporary copy of ``notebooks`` plus a Chromium page, always cleaned up.
 
@@ -243,6 +296,8 @@ def lab_browser(
         block_external: Abort requests to hosts other than 127.0.0.1/localhost (Netron's page
             asks ipinfo.io and analytics; offline they would only time out).
         keep_tmp: Keep the temporary dir (for debugging).
+        app: ``"lab"`` (JupyterLab), ``"notebook"`` (Notebook 7) or ``"voila"``. Voila starts a
+            kernel for every page request, so its readiness is a TCP connect, never an HTTP poll.
 
     Yields:
         A :class:`LabSession`.
@@ -279,21 +334,7 @@ def lab_browser(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-        f"--LabApp.user_settings_dir={settings_dir}",
-    ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
+    cmd = _server_command(app, port, token, root, tmp, settings_dir)
     server_log = artifacts / "jupyterlab.log"
     proc: subprocess.Popen[bytes] | None = None
     pw = browser = None
@@ -310,9 +351,12 @@ def lab_browser(
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group, killed as one on exit
             )
-            _wait_for_server(
-                f"{base_url}/api/status?token={token}", proc, server_log, SERVER_START_TIMEOUT_S
-            )
+            if app == "voila":
+                _wait_for_port(port, proc, server_log, SERVER_START_TIMEOUT_S)
+            else:
+                _wait_for_server(
+                    f"{base_url}/api/status?token={token}", proc, server_log, SERVER_START_TIMEOUT_S
+                )
             pw = sync_playwright().start()
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
@@ -322,7 +366,7 @@ def lab_browser(
             session = LabSession(page, base_url, token, root, out_dir, artifacts, server_log)
             console = session.console
             page.on("console", lambda msg: console.append(f"[{msg.type}] {msg.text}"))
-            page.on("pageerror", lambda exc: console.append(f"[pageerror] {exc}"))
+            page.on("pageerror", lambda exc: console.append(_page_error_line(exc)))
             yield session
             errors = session.unexpected_page_errors()
             assert not errors, "uncaught errors in the page:\n" + "\n".join(errors)
@@ -346,7 +390,7 @@ def lab_browser(
                 with contextlib.suppress(Exception):
                     pw.stop()
             if proc is not None:
-                _stop_server(proc, base_url, token)
+                _stop_server(proc, base_url, token, graceful=app != "voila")
             if not keep_tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
 

@@ -142,3 +142,38 @@ def test_regnet_builds_on_the_meta_device(name: str) -> None:
     assert sum(p.numel() for p in model.parameters()) == sum(
         p.numel() for p in reference.parameters()
     )
+
+
+def test_load_model_dispatches_on_the_prefix(tmp_path: Path) -> None:
+    from freeze_widgets import load_model, weights_source
+
+    torch.manual_seed(5)
+    reference = transformers.BertForMaskedLM(_tiny_bert_config())
+    reference.save_pretrained(tmp_path)
+    model = load_model(f"hf:{tmp_path}", task="masked-lm")
+    assert type(model) is transformers.BertForMaskedLM and not model.training
+    assert weights_source(model) == f"pretrained {tmp_path}"
+    meta = load_model("timm:convnext_atto", device="meta")
+    assert all(p.device.type == "meta" for p in meta.parameters())
+    assert weights_source(meta).startswith("none (meta device")
+
+
+def test_every_torchvision_classifier_builds_on_the_meta_device() -> None:
+    from torchvision import models as tvm
+
+    from freeze_widgets import load_model
+
+    names = tvm.list_models(module=tvm)
+    assert len(names) >= 80
+    for name in names:
+        model = load_model(name, device="meta")
+        assert all(p.device.type == "meta" for p in model.parameters()), name
+
+
+def test_task_is_refused_for_non_hf_names() -> None:
+    from freeze_widgets import load_model
+
+    with pytest.raises(ValueError, match="hf: models only"):
+        load_model("resnet18", task="causal-lm")
+    with pytest.raises(TypeError, match="name must be"):
+        load_model(None)  # type: ignore[arg-type]

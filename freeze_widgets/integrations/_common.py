@@ -10,8 +10,8 @@ from torch import nn
 
 from ..audit import audit_optimizer
 from ..findings import Finding, format_findings
-from ..freezing import FreezeSpec
 from ..guard import FreezeGuard, GuardReport
+from ..spec import FreezeSpec
 
 log = logging.getLogger("freeze_widgets.integrations")
 

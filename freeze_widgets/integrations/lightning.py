@@ -18,8 +18,8 @@ except ImportError:  # the standalone package name
     from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef,assignment]
 
 from ..findings import Finding
-from ..freezing import FreezeSpec
 from ..guard import GuardReport
+from ..spec import FreezeSpec
 from ._common import GuardSession
 
 __all__ = ["FreezeGuardCallback"]

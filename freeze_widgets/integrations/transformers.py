@@ -13,8 +13,8 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..findings import Finding
-from ..freezing import FreezeSpec
 from ..guard import GuardReport
+from ..spec import FreezeSpec
 from ._common import GuardSession
 
 __all__ = ["FreezeGuardTrainerCallback"]
