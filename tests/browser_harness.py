@@ -56,6 +56,10 @@ ALLOWED_PAGE_ERRORS = [
     re.compile(r"google-analytics|googletagmanager|gtag|analytics", re.IGNORECASE),
     re.compile(r"api\.github\.com|github\.com/lutzroeder", re.IGNORECASE),
     re.compile(r"Failed to fetch|NetworkError|net::ERR_FAILED|ERR_INTERNET_DISCONNECTED"),
+    # Notebook 7.6's own document model, while a notebook it just opened runs all its cells
+    # (stack inside static/notebook/notebook_core*.js, after "[yjs#509] Not same Y.Doc"); it does
+    # not happen with a one-cell notebook and is not raised by any widget code.
+    re.compile(r"reading 'schema'\) @ at \S+/static/notebook/notebook_core\."),
 ]
 
 
