@@ -25,6 +25,8 @@ EXPECTED = [
     "01_freezing_fundamentals.ipynb",
     "02_partial_bound_onnx_export.ipynb",
     "03_torchscript_freeze.ipynb",
+    "05_transformers_and_lora.ipynb",
+    "06_common_mistakes.ipynb",
 ]
 CELL_TIMEOUT_S = 300
 
