@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .audit import audit_optimizer
 from .bn import FrozenBatchNorm
 from .change import FreezeChange
+from .cost import CostEstimate, CostModel, estimate_cost
 from .export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
+from .findings import Finding
 from .freezing import freeze, freeze_through, freeze_to, unfreeze
+from .guard import FreezeGuard, FrozenWeightMoved
 from .models import PretrainedWeightsUnavailable, load_model, weights_source
 from .netron import stop_netron
 from .spec import FreezeSpec
@@ -22,19 +26,26 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BoundModule",
+    "CostEstimate",
+    "CostModel",
     "ExportReport",
+    "Finding",
     "FineTuneReport",
     "FreezeChange",
     "FreezeExplorer",
+    "FreezeGuard",
     "FreezeSpec",
     "FrozenBatchNorm",
+    "FrozenWeightMoved",
     "ModuleTree",
     "Node",
     "NonFiniteLossError",
     "ParamCounts",
     "PretrainedWeightsUnavailable",
+    "audit_optimizer",
     "bind",
     "count_parameters",
+    "estimate_cost",
     "explore",
     "export_onnx",
     "export_torchscript",
