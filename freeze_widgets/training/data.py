@@ -161,7 +161,7 @@ def synthetic_dataset(
     return SyntheticShapes(images, targets.long(), names)
 
 
-# --------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------- datasets and loaders
 
 
 def _labels_of(dataset: Any) -> torch.Tensor | None:
@@ -249,6 +249,7 @@ def make_loader(
 
 
 def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs, labels)`` from a tuple/list batch or a dict with image/label-like keys."""
     if isinstance(batch, dict):
         for xk, yk in (("image", "label"), ("input", "target"), ("x", "y")):
             if xk in batch and yk in batch:
