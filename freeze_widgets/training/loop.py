@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from .._helpers import check_bn_policy, module_modes
-from ..freezing import bn_is_frozen, bn_state, iter_batchnorms, set_bn_policy
+from ..bn import bn_is_frozen, bn_state, iter_batchnorms, set_bn_policy
 from .data import DEFAULT_IMAGE_SIZE, augment_batch, infer_num_classes, make_loader, split_batch
 from .head import OPTIMIZERS, find_head, make_optimizer, replace_head, trainable_parameters
 from .modes import restore_modes_by_policy

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._helpers import module_modes
-from ..freezing import FrozenBatchNorm, bn_state
+from ..bn import FrozenBatchNorm, bn_state
 
 __all__ = ["modes_restored", "restore_modes_by_policy"]
 

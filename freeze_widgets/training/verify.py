@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..freezing import bn_is_frozen, bn_state, iter_batchnorms
+from ..bn import bn_is_frozen, bn_state, iter_batchnorms
 from .report import VerificationRow
 
 __all__ = ["Snapshot", "snapshot", "verify"]
