@@ -1,61 +1,51 @@
 """Prove what training did: a snapshot before, a bitwise comparison after.
 
-Every parameter and every BatchNorm buffer is copied to the CPU before training; afterwards each
-is compared bit for bit, so a frozen weight that moved (a stale gradient with momentum, a
-BatchNorm left in train mode) is caught, not estimated.
+Every parameter and every BatchNorm buffer is snapshotted before training (an exact fingerprint
+plus a copy); afterwards each is compared bit for bit, so a frozen weight that moved (a stale
+gradient with momentum, a BatchNorm left in train mode) is caught, not estimated.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from ..bn import bn_is_frozen, bn_state, iter_batchnorms
+from ..snapshot import TensorCheck, TensorSnapshot
 from .report import VerificationRow
 
 __all__ = ["Snapshot", "snapshot", "verify"]
 
 
-@dataclass
-class Snapshot:
-    """CPU copies of a model's parameters and BatchNorm buffers, taken before training."""
-
-    params: dict[str, tuple[torch.Tensor, bool]]  # name -> (copy, frozen)
-    buffers: dict[str, tuple[torch.Tensor, bool, str]]  # name -> (copy, bn frozen, policy)
+Snapshot = TensorSnapshot
 
 
-def snapshot(model: nn.Module) -> Snapshot:
-    """Copy every parameter (with its frozen flag) and every BatchNorm buffer (with its policy)."""
-    params: dict[str, tuple[torch.Tensor, bool]] = {}
-    for name, p in model.named_parameters():  # de-duplicated: tied tensors appear once
-        params[name] = (p.detach().to("cpu", copy=True), not p.requires_grad)
-    buffers: dict[str, tuple[torch.Tensor, bool, str]] = {}
-    for path, mod in iter_batchnorms(model):
-        frozen = bn_is_frozen(mod)
-        policy = bn_state(mod)
-        for bname, buf in mod.named_buffers(prefix=path, recurse=False):
-            if buf is not None:
-                buffers[bname] = (buf.detach().to("cpu", copy=True), frozen, policy)
-    return Snapshot(params, buffers)
+def snapshot(model: nn.Module) -> TensorSnapshot:
+    """Every parameter (with its frozen flag) and every BatchNorm buffer (with its policy).
+
+    The same snapshot the :class:`~freeze_widgets.guard.FreezeGuard` uses (one mechanism), with
+    full copies kept so the report can say how far a tensor moved.
+    """
+    return TensorSnapshot.take(model, scope="all", keep_copies=True)
 
 
 def verify(
-    model: nn.Module, snap: Snapshot, unfrozen_at: Mapping[str, int], steps: int
+    model: nn.Module, snap: TensorSnapshot, unfrozen_at: Mapping[str, int], steps: int
 ) -> list[VerificationRow]:
-    """One row per snapshotted tensor still in the model, parameters first.
+    """One row per snapshotted tensor, parameters first.
 
     Args:
-        model: The trained model.
+        model: The trained model (the snapshot holds references to its tensors).
         snap: Its :func:`snapshot` from before training.
         unfrozen_at: Group name -> 1-based epoch it was unfrozen at by the schedule; those
             tensors were allowed to change.
         steps: Optimizer steps taken (with none, an unchanged trainable tensor is fine).
     """
-    return _parameter_rows(model, snap, unfrozen_at, steps) + _buffer_rows(model, snap, unfrozen_at)
+    del model  # compared through the snapshot's references; kept for the call's readability
+    checks = snap.compare()
+    params = [_parameter_row(c, unfrozen_at, steps) for c in checks if c.kind == "param"]
+    buffers = [_buffer_row(c, unfrozen_at) for c in checks if c.kind == "buffer"]
+    return params + buffers
 
 
 def _unfrozen_epoch(unfrozen_at: Mapping[str, int], name: str) -> int | None:
@@ -66,57 +56,30 @@ def _unfrozen_epoch(unfrozen_at: Mapping[str, int], name: str) -> int | None:
     return None
 
 
-def _parameter_rows(
-    model: nn.Module, snap: Snapshot, unfrozen_at: Mapping[str, int], steps: int
-) -> list[VerificationRow]:
-    rows: list[VerificationRow] = []
-    current = dict(model.named_parameters())
-    for name, (before, frozen) in snap.params.items():
-        p = current.get(name)
-        if p is None:
-            continue
-        changed, delta = _diff(before, p)
-        epoch = _unfrozen_epoch(unfrozen_at, name) if frozen else None
-        kept_frozen = frozen and epoch is None
-        if kept_frozen:
-            status = "MOVED" if changed else "ok"
-        elif changed or steps == 0:
-            status = "ok"
-        else:
-            status = "no gradient path"
-        note = f"unfrozen at epoch {epoch}" if epoch is not None else ""
-        rows.append(VerificationRow(name, "parameter", kept_frozen, changed, delta, status, note))
-    return rows
-
-
-def _buffer_rows(
-    model: nn.Module, snap: Snapshot, unfrozen_at: Mapping[str, int]
-) -> list[VerificationRow]:
-    rows: list[VerificationRow] = []
-    current = dict(model.named_buffers())
-    for name, (before, frozen, policy) in snap.buffers.items():
-        buf = current.get(name)
-        if buf is None:
-            continue
-        changed, delta = _diff(before, buf)
-        kept_frozen = frozen and _unfrozen_epoch(unfrozen_at, name) is None
+def _parameter_row(
+    check: TensorCheck, unfrozen_at: Mapping[str, int], steps: int
+) -> VerificationRow:
+    epoch = _unfrozen_epoch(unfrozen_at, check.path) if check.frozen else None
+    kept_frozen = check.frozen and epoch is None
+    if kept_frozen:
+        status = "MOVED" if check.moved else "ok"
+    elif check.moved or steps == 0:
         status = "ok"
-        if kept_frozen and changed:
-            # Under the "train" policy running statistics of a frozen BN are meant to update.
-            status = "updated" if policy == "train" else "MOVED"
-        rows.append(VerificationRow(name, "buffer", kept_frozen, changed, delta, status, policy))
-    return rows
+    else:
+        status = "no gradient path"
+    note = f"unfrozen at epoch {epoch}" if epoch is not None else ""
+    return VerificationRow(
+        check.path, "parameter", kept_frozen, check.moved, check.max_abs_diff, status, note
+    )
 
 
-def _diff(before: torch.Tensor, after: torch.Tensor) -> tuple[bool, float]:
-    """Whether ``after`` differs bitwise from ``before``, and the largest absolute change."""
-    after = after.detach().to("cpu")
-    if before.shape != after.shape:
-        return True, math.inf
-    changed = not torch.equal(before, after)
-    if not changed:
-        return False, 0.0
-    if not before.is_floating_point():  # num_batches_tracked: exact in double
-        before, after = before.double(), after.double()
-    delta = (after - before).abs()
-    return True, float(delta.max()) if delta.numel() else 0.0
+def _buffer_row(check: TensorCheck, unfrozen_at: Mapping[str, int]) -> VerificationRow:
+    kept_frozen = check.frozen and _unfrozen_epoch(unfrozen_at, check.path) is None
+    status = "ok"
+    if kept_frozen and check.moved:
+        # Under the "train" policy running statistics of a frozen BN are meant to update.
+        status = "updated" if check.bn_policy == "train" else "MOVED"
+    return VerificationRow(
+        check.path, "buffer", kept_frozen, check.moved, check.max_abs_diff, status,
+        check.bn_policy,
+    )  # fmt: skip
