@@ -8,6 +8,16 @@
 
 from __future__ import annotations
 
+from .errors import DistributedRunError
 from .preflight import STRATEGIES, check_distributed
+from .report import DistributedFineTuneReport, RankVerdict
+from .runner import finetune_distributed
 
-__all__ = ["STRATEGIES", "check_distributed"]
+__all__ = [
+    "STRATEGIES",
+    "DistributedFineTuneReport",
+    "DistributedRunError",
+    "RankVerdict",
+    "check_distributed",
+    "finetune_distributed",
+]
