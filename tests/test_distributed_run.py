@@ -79,6 +79,7 @@ def _check_run(strategy: str, optimizer: str, tmp_path: Path) -> None:
     assert [(e.epoch, e.group) for e in report.unfreeze_events] == [(2, "3")]
     rows = {r.name: r for r in report.verification}
     assert rows["4.weight"].was_frozen and rows["4.weight"].status == "ok"
+    assert rows["4.running_mean"].was_frozen and not rows["4.running_mean"].changed
     assert not rows["3.weight"].was_frozen and rows["3.weight"].changed
     assert len(report.step_loss) == report.steps == report.total_steps == 4
     assert report.strategy == strategy and report.nproc == 2

@@ -34,6 +34,7 @@ class Snapshot:
     frozen_params: set[str]
     pending: dict[str, int]
     bn_buffers: dict[str, str | None]
+    bn_pending: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,16 +79,20 @@ def snapshot(model: nn.Module, pending: dict[str, int]) -> Snapshot:
         if not p.requires_grad and name not in pending:
             frozen.add(name)
     bn_buffers: dict[str, str | None] = {}
+    bn_pending: dict[str, int] = {}
     for path, mod in model.named_modules():
         if not isinstance(mod, (_BatchNorm, FrozenBatchNorm)):
             continue
         names = [f"{path}.{n}" if path else n for n, _ in mod.named_parameters()]
-        is_frozen = bool(names) and all(n in frozen for n in names)
+        is_frozen = bool(names) and all(n in frozen or n in pending for n in names)
+        due = [pending[n] for n in names if n in pending]
         for bname, buf in mod.named_buffers(prefix=path, recurse=False):
             if buf is not None:
                 tensors[bname] = buf.detach().to("cpu", copy=True)
                 bn_buffers[bname] = _bn_policy(mod) if is_frozen else None
-    return Snapshot(tensors, frozen, dict(pending), bn_buffers)
+                if due:  # statistics frozen until the layer's unfreeze epoch
+                    bn_pending[bname] = min(due)
+    return Snapshot(tensors, frozen, dict(pending), bn_buffers, bn_pending)
 
 
 def digest(t: torch.Tensor) -> str:
@@ -117,6 +122,8 @@ def compare(snap: Snapshot, final: dict[str, torch.Tensor], check: RankCheck) ->
         changed, delta = _max_change(before, after.detach().to("cpu"))
         if name in snap.bn_buffers:
             policy = snap.bn_buffers[name]
+            if snap.bn_pending.get(name, check.epochs + 1) <= check.epochs:
+                policy = None  # released at its unfreeze epoch: its statistics may update
             check.rows.append((name, "buffer", policy is not None, changed, delta, policy or ""))
             continue
         epoch = snap.pending.get(name)
