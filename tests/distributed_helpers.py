@@ -28,7 +28,8 @@ def tiny_net(seed: int = 0) -> nn.Sequential:
 
 
 class Misbehaving(Dataset[tuple[torch.Tensor, int]]):
-    """16x16 noise images that fail on rank ``rank`` ("raise", "kill" itself, or "hang")."""
+    """16x16 noise images that fail in worker rank ``rank`` ("raise", "kill" itself) or hang
+    in every worker ("hang")."""
 
     classes = ("a", "b", "c", "d")
 
@@ -39,7 +40,8 @@ class Misbehaving(Dataset[tuple[torch.Tensor, int]]):
         return self.n
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        if self.how == "hang" or int(os.environ.get("RANK", "0")) == self.rank:
+        rank = os.environ.get("RANK")  # only in worker processes, never in the caller
+        if rank is not None and (self.how == "hang" or int(rank) == self.rank):
             if self.how == "raise":
                 raise ValueError(f"corrupt sample {index} (raised on purpose)")
             if self.how == "kill":

@@ -154,3 +154,18 @@ def test_bad_arguments_fail_before_starting_anything() -> None:
     model[8] = nn.Linear(8, 4).requires_grad_(False)
     with pytest.raises(ValueError, match="nothing to train"):
         finetune_distributed(model)
+
+
+class _UnusedHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = tiny_net()
+        self.spare = nn.Linear(4, 4)  # trainable, never called
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_ddp_refuses_trainable_parameters_without_gradient_before_starting() -> None:
+    with pytest.raises(ValueError, match=r"no gradient[\s\S]*spare"):
+        finetune_distributed(_UnusedHead(), num_classes=4, **RUN)

@@ -20,7 +20,7 @@ from ..training import find_head
 from .heads import replace_head
 from .job import JobConfig
 from .launcher import launch
-from .preflight import STRATEGIES
+from .preflight import STRATEGIES, check_distributed
 from .report import DistributedFineTuneReport
 
 __all__ = ["finetune_distributed"]
@@ -139,6 +139,19 @@ def _group_params(model: nn.Module, group: str) -> list[nn.Parameter]:
             ) from None
 
 
+def _refuse_unused_trainable(model: nn.Module, data: Any, image_size: int) -> None:
+    """DDP without find_unused_parameters fails mid-run on these: say so before starting."""
+    sample = data[0][0] if isinstance(data, Dataset) else torch.zeros(3, image_size, image_size)
+    inputs = torch.stack([torch.as_tensor(sample)] * 2)
+    unused = [f for f in check_distributed(model, "ddp", inputs) if f.kind == "unused_trainable"]
+    if unused:
+        lines = "\n".join(f"- {f}" for f in unused)
+        raise ValueError(
+            "trainable parameters get no gradient, which DDP cannot synchronise (docs/design.md, "
+            f"trap 11):\n{lines}\nFreeze them, or use strategy='fsdp'."
+        )
+
+
 def _save_model(model: nn.Module, path: Path) -> None:
     try:
         torch.save(model, path)
@@ -209,7 +222,8 @@ def finetune_distributed(
 
     Raises:
         DistributedRunError: a worker failed (its rank and exception are named) or timed out.
-        ValueError, TypeError: bad arguments, before anything starts.
+        ValueError, TypeError: bad arguments, or (DDP) trainable parameters that get no
+            gradient, before anything starts.
     """
     require_module(model)
     _check_args(nproc, strategy, epochs, steps, batch_size, lr, optimizer, timeout_s)
@@ -229,6 +243,8 @@ def finetune_distributed(
     planned = epochs if steps is None else math.ceil(steps / per_epoch)
     head_path = head[0] if new_head and head is not None else None
     schedule = _resolve_schedule(model, unfreeze_schedule, planned, head_path)
+    if strategy == "ddp" and not isinstance(data, (str, Path)):
+        _refuse_unused_trainable(model, data, image_size)
 
     out = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fw-dist-"))
     out.mkdir(parents=True, exist_ok=True)
