@@ -62,6 +62,7 @@ class RankCheck:
     total_steps: int = 0
     train_seconds: float = 0.0
     verify_seconds: float = 0.0
+    gather_seconds: float = 0.0
 
 
 def _bn_policy(module: nn.Module) -> str:

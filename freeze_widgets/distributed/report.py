@@ -27,6 +27,7 @@ class RankVerdict:
     steps: int
     train_seconds: float
     verify_seconds: float
+    gather_seconds: float = 0.0
 
 
 @dataclass
@@ -126,6 +127,7 @@ def _verdict(check: RankCheck) -> RankVerdict:
         steps=len(check.step_loss),
         train_seconds=check.train_seconds,
         verify_seconds=check.verify_seconds,
+        gather_seconds=check.gather_seconds,
     )
 
 
