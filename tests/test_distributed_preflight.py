@@ -128,6 +128,7 @@ def _checkpointed(impl: CheckpointImpl) -> nn.Sequential:
     return m
 
 
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad")
 def test_reentrant_checkpoint_behind_frozen_prefix_is_found() -> None:
     x = torch.randn(2, 8)
     found = check_distributed(_checkpointed(CheckpointImpl.REENTRANT), "ddp", example_inputs=x)
