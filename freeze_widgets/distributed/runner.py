@@ -281,9 +281,16 @@ def finetune_distributed(
     if new_head and num_classes is not None:
         report.head_replaced = replace_head(model, num_classes, seed)
     report.num_classes = num_classes
+    _apply_to_caller(model, report, state, bn)
+    return report
+
+
+def _apply_to_caller(
+    model: nn.Module, report: DistributedFineTuneReport, state: dict[str, torch.Tensor], bn: Any
+) -> None:
+    """The BatchNorm policy, the unfrozen groups and the trained weights, in place."""
     if bn is not None:
         set_bn_policy(model, bn)
     for event in report.unfreeze_events:
         unfreeze(model, event.group)
     _load_into(model, state)
-    return report
