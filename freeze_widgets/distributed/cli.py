@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..freezing import FreezeSpec
+from ..spec import FreezeSpec
 from .job import JobConfig
 
 __all__ = ["build_parser", "main"]

@@ -18,8 +18,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from .._helpers import require_module
+from ..bn import FrozenBatchNorm
 from ..findings import Finding
-from ..freezing import FrozenBatchNorm
 
 __all__ = ["STRATEGIES", "Strategy", "check_distributed"]
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..freezing import FrozenBatchNorm
+from ..bn import FrozenBatchNorm
 
 __all__ = ["RankCheck", "Snapshot", "compare", "digest", "snapshot"]
 

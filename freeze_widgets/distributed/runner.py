@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._helpers import check_bn_policy, require_module
-from ..freezing import FreezeSpec, set_bn_policy, top_level_groups, unfreeze
+from ..freezing import set_bn_policy, top_level_groups, unfreeze
+from ..spec import FreezeSpec
 from ..training import find_head
 from .heads import replace_head
 from .job import JobConfig

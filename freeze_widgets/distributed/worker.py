@@ -19,7 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..freezing import FreezeSpec, freeze, unfreeze
+from ..freezing import freeze, unfreeze
+from ..spec import FreezeSpec
 from .heads import replace_head
 from .job import JobConfig
 from .loop import Trainer

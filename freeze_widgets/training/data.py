@@ -164,7 +164,7 @@ def synthetic_dataset(
 # --------------------------------------------------------------------------- datasets and loaders
 
 
-def _labels_of(dataset: Any) -> torch.Tensor | None:
+def labels_of(dataset: Any) -> torch.Tensor | None:
     """All labels of a map-style dataset if cheaply available (or small enough to read)."""
     for attr in ("targets", "labels"):
         value = getattr(dataset, attr, None)
@@ -195,7 +195,7 @@ def infer_num_classes(dataset: Any) -> int | None:
     num = getattr(dataset, "num_classes", None)
     if isinstance(num, int):
         return num
-    labels = _labels_of(dataset)
+    labels = labels_of(dataset)
     if labels is None or labels.numel() == 0:
         return None
     return int(labels.max()) + 1

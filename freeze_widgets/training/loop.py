@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from .._helpers import check_bn_policy, module_modes
+from .._helpers import check_bn_policy, module_modes, require_module
 from ..bn import bn_is_frozen, bn_state, iter_batchnorms, set_bn_policy
 from .data import DEFAULT_IMAGE_SIZE, augment_batch, infer_num_classes, make_loader, split_batch
 from .head import OPTIMIZERS, find_head, make_optimizer, replace_head, trainable_parameters
@@ -33,6 +33,7 @@ from .modes import restore_modes_by_policy
 from .prefix import FrozenPrefix
 from .report import FineTuneReport, NonFiniteLossError, StepEvent, UnfreezeEvent
 from .schedule import ULMFIT_LR_FACTOR, resolve_schedule, unfreeze_group
+from .validate import check_materialized, check_one_batch, rolled_back_on_error
 from .verify import snapshot, verify
 
 __all__ = ["finetune"]
@@ -56,6 +57,8 @@ def finetune(
     image_size: int = DEFAULT_IMAGE_SIZE,
     seed: int = 0,
     stop: threading.Event | None = None,
+    nproc: int = 1,
+    strategy: str = "ddp",
 ) -> FineTuneReport:
     """Fine-tune the trainable part of ``model`` in place and verify the frozen part.
 
@@ -87,14 +90,22 @@ def finetune(
         image_size: Side of synthetic / ImageFolder images.
         seed: Seeds shuffling, augmentation and the new head.
         stop: A ``threading.Event``; when set, training stops after the current step.
+        nproc: With more than 1, the same verified run happens in ``nproc`` local worker
+            processes launched by PyTorch's elastic launcher (torchrun), and the report merges
+            the ranks (:func:`freeze_widgets.distributed.finetune_distributed`); ``callback``,
+            ``stop``, ``augment`` and ``cache_features`` are single-process only.
+        strategy: With ``nproc > 1``: ``"ddp"`` (DistributedDataParallel) or ``"fsdp"``
+            (FSDP2 ``fully_shard``).
 
     Returns:
         A :class:`FineTuneReport`; ``report.ok`` is True iff frozen weights and frozen
         "eval"/"frozen" BatchNorm statistics are bitwise unchanged.
 
     Raises:
-        ValueError: nothing to train, bad arguments or data.
-        TypeError: unsupported ``data``.
+        ValueError: nothing to train, bad arguments or data (labels outside ``num_classes``,
+            inputs the model cannot take: one forward on one batch is tried first, and the
+            model is left exactly as it was).
+        TypeError: ``model`` is not an ``nn.Module``, or unsupported ``data``.
         NonFiniteLossError: the loss became NaN/inf (``exc.report`` holds the run so far).
 
     Example:
@@ -106,7 +117,11 @@ def finetune(
         >>> report.ok  # doctest: +SKIP
         True
     """
+    require_module(model)
     _check_arguments(epochs, steps, batch_size, lr, bn, augment, cache_features, optimizer)
+    check_materialized(model, "fine-tune")
+    if nproc != 1:
+        return _finetune_in_processes(model, data, locals())
     loader, dataset = make_loader(data, batch_size=batch_size, image_size=image_size, seed=seed)
     if num_classes is None:
         num_classes = infer_num_classes(dataset)
@@ -116,12 +131,14 @@ def finetune(
 
     report = FineTuneReport(num_classes=num_classes, optimizer=optimizer.lower(), lr=lr)
     modes = module_modes(model)
-    if num_classes is not None:
-        report.head_replaced = replace_head(model, num_classes, seed)
-    # Resolved again now: a replaced head is trainable and must not count as a frozen group.
-    schedule = resolve_schedule(model, unfreeze_schedule, planned)
-    if bn is not None:
-        set_bn_policy(model, bn)
+    with rolled_back_on_error(model):
+        if num_classes is not None:
+            report.head_replaced = replace_head(model, num_classes, seed)
+        check_one_batch(model, loader, num_classes)
+        # Resolved again now: a replaced head is trainable and must not count as a frozen group.
+        schedule = resolve_schedule(model, unfreeze_schedule, planned)
+        if bn is not None:
+            set_bn_policy(model, bn)
     report.bn_policy = _report_bn_policy(model)
     run = _Run(
         model=model,
@@ -211,6 +228,26 @@ def _check_something_to_train(model: nn.Module, num_classes: int | None) -> None
             f"nothing to train: all {n} parameters are frozen; untick a module or call "
             "unfreeze(model, 'fc')"
         )
+
+
+_SINGLE_PROCESS_ONLY = ("callback", "stop", "augment", "cache_features")
+
+
+def _finetune_in_processes(model: nn.Module, data: Any, args: dict[str, Any]) -> FineTuneReport:
+    """``finetune(..., nproc>1)``: the distributed runner, with the same arguments."""
+    from ..distributed import finetune_distributed
+
+    nproc = args["nproc"]
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ValueError(f"nproc must be a positive integer; got {nproc!r}")
+    used = [name for name in _SINGLE_PROCESS_ONLY if args[name] not in (None, False)]
+    if used:
+        raise ValueError(
+            f"{', '.join(used)} work in a single process only; drop them or use nproc=1"
+        )
+    keep = ("epochs", "steps", "batch_size", "lr", "optimizer", "num_classes")
+    more = ("unfreeze_schedule", "bn", "image_size", "seed", "strategy", "nproc")
+    return finetune_distributed(model, data, **{k: args[k] for k in keep + more})
 
 
 def _planned_epochs(loader: DataLoader[Any], epochs: int, steps: int | None) -> int:
