@@ -11,7 +11,8 @@ lets ``finetune(model, "digits")`` and the explorer's fine-tune panel pick data 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -106,7 +107,7 @@ def _split_indices(labels: torch.Tensor, split: str) -> torch.Tensor:
 
 
 def _check_digits_args(
-    classes: Sequence[int] | None, split: object, per_class: int | None, channels: int
+    classes: Iterable[int] | None, split: object, per_class: int | None, channels: int
 ) -> list[int]:
     """The digits to keep, after validating every argument (nothing is loaded before this)."""
     if split not in _SPLITS:
@@ -119,11 +120,14 @@ def _check_digits_args(
         raise ValueError(f"per_class must be at least 1 (or None for all); got {per_class}")
     if classes is None:
         return list(range(10))
-    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
         raise TypeError(f"classes must be a sequence of digits 0-9; got {type(classes).__name__}")
-    digits = list(classes)
-    bad = [d for d in digits if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 9]
-    if bad or not digits:
+    try:
+        # operator.index accepts numpy integers but not floats or bools-as-strings.
+        digits = [operator.index(d) for d in classes]
+    except TypeError:
+        raise TypeError(f"classes must be integer digits 0-9; got {list(classes)!r}") from None
+    if not digits or any(not 0 <= d <= 9 for d in digits):
         raise ValueError(f"classes must be distinct digits 0-9, at least one; got {digits}")
     if len(set(digits)) != len(digits):
         raise ValueError(f"classes must be distinct digits; got {digits}")
@@ -132,7 +136,7 @@ def _check_digits_args(
 
 def digits_dataset(
     *,
-    classes: Sequence[int] | None = None,
+    classes: Iterable[int] | None = None,
     split: Split = "train",
     per_class: int | None = None,
     image_size: int | None = None,
@@ -148,7 +152,7 @@ def digits_dataset(
         classes: Digits to keep, e.g. ``[5, 6, 7, 8, 9]``; label ``i`` is ``classes[i]``.
             None keeps all ten with label = digit.
         split: ``"train"`` (about 1,260 images), ``"test"`` (about 540) or ``"all"``.
-        per_class: Keep only this many images of each class (few-shot); None keeps all.
+        per_class: Keep at most this many images of each class (few-shot); None keeps all.
         image_size: Resize to this side (bilinear); None keeps 8x8.
         seed: Chooses the ``per_class`` subset and shuffles the order.
         channels: 1 for grey, 3 for a grey copy in each channel (torchvision models).

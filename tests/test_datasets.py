@@ -76,6 +76,13 @@ def test_classes_are_relabelled_in_the_given_order(sk: tuple[torch.Tensor, torch
     assert torch.equal(ds.targets == 1, original == 2)
 
 
+def test_classes_accept_numpy_integers() -> None:
+    import numpy as np
+
+    ds = digits_dataset(classes=np.array([4, 1]), per_class=2)
+    assert ds.classes == ["4", "1"] and len(ds) == 4
+
+
 def test_per_class_few_shot_and_seed_determinism() -> None:
     a = digits_dataset(classes=[5, 6, 7], per_class=4, seed=3)
     b = digits_dataset(classes=[5, 6, 7], per_class=4, seed=3)
@@ -119,6 +126,7 @@ def test_finetune_reads_classes_and_labels_without_iterating() -> None:
         ({"classes": [10]}, ValueError, "digits 0-9"),
         ({"classes": []}, ValueError, "at least one"),
         ({"classes": "123"}, TypeError, "classes must be a sequence"),
+        ({"classes": [1.5]}, TypeError, "classes must be integer digits"),
         ({"image_size": 0}, ValueError, "image_size must be positive"),
         ({"image_size": "32"}, TypeError, "image_size must be an int"),
     ],
