@@ -22,8 +22,10 @@ def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     (sa, ga, ka), (sb, gb, kb) = a, b
-    return ga == gb and ka == kb and all(
-        na == nb and torch.equal(ta, tb) for (na, ta), (nb, tb) in zip(sa, sb, strict=True)
+    return (
+        ga == gb
+        and ka == kb
+        and all(na == nb and torch.equal(ta, tb) for (na, ta), (nb, tb) in zip(sa, sb, strict=True))
     )
 
 
@@ -41,7 +43,9 @@ def small_cnn() -> nn.Module:
 def test_labels_beyond_num_classes_fail_before_any_change(small_cnn: nn.Module) -> None:
     data = TensorDataset(torch.randn(8, 3, 8, 8), torch.arange(8) % 5)
     before = _fingerprint(small_cnn)
-    with pytest.raises(ValueError, match=r"labels run from 0 to 4, but num_classes=2.*num_classes=5"):
+    with pytest.raises(
+        ValueError, match=r"labels run from 0 to 4, but num_classes=2.*num_classes=5"
+    ):
         finetune(small_cnn, data, num_classes=2, steps=1, batch_size=4)
     assert _same(before, _fingerprint(small_cnn))
 

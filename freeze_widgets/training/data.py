@@ -228,10 +228,7 @@ def make_loader(
     if data is None:
         data = synthetic_dataset(image_size=image_size, seed=seed)
     if isinstance(data, (str, Path)):
-        path = Path(data).expanduser()
-        if not path.is_dir():
-            raise ValueError(f"data={str(data)!r} is not a directory (expected ImageFolder layout)")
-        data = _image_folder(path, image_size)
+        data = _named_or_folder(data, image_size=image_size, seed=seed)
     if isinstance(data, DataLoader):
         return data, data.dataset
     if isinstance(data, Dataset):
@@ -243,8 +240,23 @@ def make_loader(
         )
         return loader, data
     raise TypeError(
-        f"data must be None (synthetic images), a torch Dataset, a DataLoader or an ImageFolder "
-        f"directory path; got {type(data).__name__}"
+        f"data must be None (synthetic images), a dataset name ('digits', 'synthetic'), a torch "
+        f"Dataset, a DataLoader or an ImageFolder directory path; got {type(data).__name__}"
+    )
+
+
+def _named_or_folder(data: str | Path, *, image_size: int, seed: int) -> Dataset[Any]:
+    """A dataset by name (an existing folder of that name wins), or an ImageFolder directory."""
+    from ..datasets import DATASET_NAMES, finetune_dataset
+
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return _image_folder(path, image_size)
+    if isinstance(data, str) and data.lower() in DATASET_NAMES:
+        return finetune_dataset(data.lower(), image_size=image_size, seed=seed)
+    raise ValueError(
+        f"data={str(data)!r} is not a directory (expected ImageFolder layout: one sub-folder per class) "
+        f"nor a dataset name ({', '.join(DATASET_NAMES)})"
     )
 
 

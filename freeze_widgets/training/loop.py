@@ -65,8 +65,11 @@ def finetune(
     Args:
         model: A classifier taking image batches; trained in place. Its train/eval mode is
             restored afterwards.
-        data: None for :func:`synthetic_dataset` images, a Dataset or DataLoader yielding
-            ``(inputs, labels)``, or an ImageFolder directory (resized to ``image_size``).
+        data: None for :func:`synthetic_dataset` images; a dataset name, ``"digits"``
+            (scikit-learn's offline 8x8 handwritten digits, training split, 3 channels at
+            ``image_size``: :func:`freeze_widgets.datasets.finetune_dataset`) or
+            ``"synthetic"``; a Dataset or DataLoader yielding ``(inputs, labels)``; or an
+            ImageFolder directory (resized to ``image_size``).
         epochs: Passes over the data.
         steps: Total optimizer steps; when given it overrides ``epochs`` (the data repeats
             as needed).
