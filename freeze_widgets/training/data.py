@@ -255,8 +255,8 @@ def _named_or_folder(data: str | Path, *, image_size: int, seed: int) -> Dataset
     if isinstance(data, str) and data.lower() in DATASET_NAMES:
         return finetune_dataset(data.lower(), image_size=image_size, seed=seed)
     raise ValueError(
-        f"data={str(data)!r} is not a directory (expected ImageFolder layout: one sub-folder per class) "
-        f"nor a dataset name ({', '.join(DATASET_NAMES)})"
+        f"data={str(data)!r} is not a directory (expected ImageFolder layout: one sub-folder "
+        f"per class) nor a dataset name ({', '.join(DATASET_NAMES)})"
     )
 
 
