@@ -278,7 +278,7 @@ def _stop_server(
 
 
 @contextlib.contextmanager
-def lab_browser(
+def lab_browser(  # noqa: C901, PLR0912, PLR0915 (set-up, yield, clean-up: one lifetime, read whole)
     notebooks: Iterable[Path] = (),
     *,
     name: str = "e2e",

@@ -50,7 +50,7 @@ def _layer1_params_from_torchvision() -> int:
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_quickstart_in_jupyterlab() -> None:
+def test_quickstart_in_jupyterlab() -> None:  # noqa: PLR0915 (one story a person follows, step by step)
     require_browser()
     assert _layer1_params_from_torchvision() == LAYER1_PARAMS == 147_968
 

@@ -75,7 +75,7 @@ class SyntheticShapes(Dataset[tuple[torch.Tensor, int]]):
         return f"SyntheticShapes(n={len(self)}, classes={self.num_classes}, {size}x{size})"
 
 
-def _draw(pattern: int, size: int, g: torch.Generator) -> torch.Tensor:
+def _draw(pattern: int, size: int, g: torch.Generator) -> torch.Tensor:  # noqa: PLR0911 (one return per pattern reads as a table)
     """One ``(size, size)`` mask in [0, 1] for a pattern, with random frequency / phase / place."""
     r = torch.rand(6, generator=g)
     coords = torch.arange(size, dtype=torch.float32) / size
