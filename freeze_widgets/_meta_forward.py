@@ -1,9 +1,10 @@
-"""One training-mode forward on a meta-device copy: saved-for-backward bytes and per-module MACs.
+"""One training-mode forward on a meta-device copy: saved and peak activation bytes, and MACs.
 
 The copy shares no storage with the model (its tensors are created empty on the meta device, so
 nothing is copied and nothing in the real model can change: no BatchNorm statistics update,
 docs/design.md, trap 7). Autograd's ``saved_tensors_hooks`` see exactly what a real training
-step would keep for backward under the copy's ``requires_grad`` flags.
+step would keep for backward under the copy's ``requires_grad`` flags; a dispatch mode sees
+every tensor the forward creates and when it is freed, which gives the forward's peak.
 """
 
 from __future__ import annotations
@@ -143,11 +144,6 @@ def forward_memory(model: nn.Module, inputs: Inputs) -> ForwardMemory:
     # Everything saved is still alive, so a saved storage the forward made is still tracked.
     external = sum(_nbytes(t) for t in seen.values() if id(t.untyped_storage()) not in tracker.live)
     return ForwardMemory(saved, max(saved, tracker.peak + external))
-
-
-def saved_bytes(model: nn.Module, inputs: Inputs) -> int:
-    """Bytes autograd keeps for backward in one forward of ``model`` (its params excluded)."""
-    return forward_memory(model, inputs).saved
 
 
 @dataclass(frozen=True)
