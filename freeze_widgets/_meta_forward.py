@@ -1,20 +1,23 @@
-"""One training-mode forward on a meta-device copy: saved-for-backward bytes and per-module MACs.
+"""One training-mode forward on a meta-device copy: saved and peak activation bytes, and MACs.
 
 The copy shares no storage with the model (its tensors are created empty on the meta device, so
 nothing is copied and nothing in the real model can change: no BatchNorm statistics update,
 docs/design.md, trap 7). Autograd's ``saved_tensors_hooks`` see exactly what a real training
-step would keep for backward under the copy's ``requires_grad`` flags.
+step would keep for backward under the copy's ``requires_grad`` flags; a dispatch mode sees
+every tensor the forward creates and when it is freed, which gives the forward's peak.
 """
 
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 Inputs = torch.Tensor | tuple[Any, ...] | list[Any] | dict[str, Any]
 
@@ -60,11 +63,65 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def saved_bytes(model: nn.Module, inputs: Inputs) -> int:
-    """Bytes autograd keeps for backward in one forward of ``model`` (its params excluded).
+@dataclass(frozen=True)
+class ForwardMemory:
+    """Activation memory of one training-mode forward, in bytes.
 
-    Each tensor is counted once, by its base (a view of an already-saved tensor is free).
-    Works on any device; on meta nothing is allocated.
+    Attributes:
+        saved: What autograd keeps for backward (each base tensor once; parameters and
+            buffers excluded).
+        peak: The most activation memory alive at one moment of the forward: what was saved
+            so far plus the feature maps still alive though nothing keeps them for backward
+            (a layer's input and output at once, a residual branch's identity). Never below
+            ``saved``, since everything saved is alive when the forward ends.
+    """
+
+    saved: int
+    peak: int
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts the storages the forward's ops create, from creation until they are freed.
+
+    Storages are tracked, not tensors, so views cost nothing; an output that aliases an input
+    (a view, an in-place op) is the input's storage and is skipped by its schema. A weakref
+    finalizer on each storage subtracts it when autograd and Python both let go of it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.now = 0
+        self.peak = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for spec, t in zip(func._schema.returns, outs, strict=False):
+            if isinstance(t, torch.Tensor) and spec.alias_info is None:
+                self._track(t.untyped_storage())
+        return out
+
+    def _track(self, storage: torch.UntypedStorage) -> None:
+        key = id(storage)
+        if key in self.live:
+            return
+        self.live[key] = storage.nbytes()
+        self.now += self.live[key]
+        self.peak = max(self.peak, self.now)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.now -= self.live.pop(key)
+
+
+def forward_memory(model: nn.Module, inputs: Inputs) -> ForwardMemory:
+    """Saved-for-backward and peak activation bytes of one forward of ``model``.
+
+    Both come from the same forward: ``saved_tensors_hooks`` see what backward keeps, a
+    dispatch mode sees every tensor the ops create and when it is freed. Saved tensors the
+    forward did not create (the inputs) are added to the peak as alive throughout. Works on
+    any device; on meta nothing is allocated.
     """
     own = {id(t) for t in [*model.parameters(), *model.buffers()]}
     seen: dict[int, torch.Tensor] = {}  # keeps saved tensors alive so their ids stay unique
@@ -75,9 +132,18 @@ def saved_bytes(model: nn.Module, inputs: Inputs) -> int:
             seen.setdefault(id(base), base)
         return t
 
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        call(model, inputs)
-    return sum(_nbytes(t) for t in seen.values())
+    tracker = _LiveBytes()
+    with (
+        torch.enable_grad(),
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        tracker,
+    ):
+        out = call(model, inputs)
+    del out
+    saved = sum(_nbytes(t) for t in seen.values())
+    # Everything saved is still alive, so a saved storage the forward made is still tracked.
+    external = sum(_nbytes(t) for t in seen.values() if id(t.untyped_storage()) not in tracker.live)
+    return ForwardMemory(saved, max(saved, tracker.peak + external))
 
 
 @dataclass(frozen=True)

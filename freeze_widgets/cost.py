@@ -1,9 +1,10 @@
 """``estimate_cost``: what a training step costs in memory (and backward compute) under a freeze.
 
 Weights, gradients and optimizer state are O(parameters) sums over ``requires_grad``.
-Activations are what autograd keeps for backward, measured once per freeze state with one
-training-mode forward on a meta-device copy (:mod:`freeze_widgets._meta_forward`): nothing is
-allocated and the model is not touched. :class:`CostModel` keeps that copy and the per-module
+Activations are what autograd keeps for backward, and the forward's peak (saved so far plus the
+feature maps alive at that moment), measured once per freeze state with one training-mode
+forward on a meta-device copy (:mod:`freeze_widgets._meta_forward`): nothing is allocated and
+the model is not touched. :class:`CostModel` keeps that copy and the per-module
 multiply-accumulate table, so re-estimating after a tick costs one meta forward at most (and
 nothing for a freeze state seen before).
 """
@@ -18,7 +19,15 @@ import torch
 from torch import nn
 
 from ._helpers import require_module
-from ._meta_forward import Inputs, ModuleMacs, meta_copy, module_macs, saved_bytes, to_meta
+from ._meta_forward import (
+    ForwardMemory,
+    Inputs,
+    ModuleMacs,
+    forward_memory,
+    meta_copy,
+    module_macs,
+    to_meta,
+)
 
 __all__ = ["CostEstimate", "CostModel", "estimate_cost"]
 
@@ -43,6 +52,10 @@ class CostEstimate:
         optimizer_state_bytes: The optimizer's per-element state for trainable elements.
         activation_bytes: Tensors autograd saves for backward (0 when not measured; see
             ``assumptions``).
+        forward_peak_bytes: The most activation memory alive at once in the forward: what
+            was saved so far plus the transient feature maps (a layer's input and output, a
+            residual identity) that nothing keeps for backward. With almost everything frozen
+            little is saved but this peak remains; never below ``activation_bytes``.
         backward_share: Backward multiply-accumulates still needed, relative to nothing frozen
             (1.0 unfrozen; weight-gradient plus input-gradient work of Linear/Conv layers).
         assumptions: How the numbers were obtained, one sentence each.
@@ -54,17 +67,25 @@ class CostEstimate:
     optimizer_state_bytes: int
     activation_bytes: int
     backward_share: float
+    forward_peak_bytes: int = 0
     assumptions: tuple[str, ...] = ()
     unfrozen: CostEstimate | None = field(default=None, repr=False)
 
     @property
+    def transient_bytes(self) -> int:
+        """What the forward's peak adds on top of the saved activations."""
+        return max(0, self.forward_peak_bytes - self.activation_bytes)
+
+    @property
     def total_bytes(self) -> int:
-        return (
-            self.weight_bytes
-            + self.grad_bytes
-            + self.optimizer_state_bytes
-            + (self.activation_bytes)
-        )
+        """Weights, gradients and state, plus the larger of saved activations and the forward peak.
+
+        Backward frees saved tensors as it goes while adding gradients of the same size at
+        most, so the step's peak is taken as the forward's (measured within 25% of a real
+        CPU step's peak RSS in ``benchmarks/bench_cost.py``).
+        """
+        activations = max(self.activation_bytes, self.forward_peak_bytes)
+        return self.weight_bytes + self.grad_bytes + self.optimizer_state_bytes + activations
 
     def summary(self) -> str:
         """One line, e.g. "training memory about 1.21 GB, 3.4x less than unfrozen"."""
@@ -175,7 +196,7 @@ class CostModel:
         self._inputs: Inputs | None = self._pick_inputs(example_inputs)
         self._copy: nn.Module | None = None
         self._macs: list[ModuleMacs] = []
-        self._saved: dict[tuple[bool, ...], int] = {}
+        self._saved: dict[tuple[bool, ...], ForwardMemory] = {}
 
     def _pick_inputs(self, example_inputs: Inputs | bool | None) -> Inputs | None:
         if example_inputs is False:
@@ -215,8 +236,9 @@ class CostModel:
                 self._macs = module_macs(self._copy, self._meta_inputs)
                 where = "on a real copy (the meta device could not run this model)"
             self.assumptions.append(
-                "Activations are the tensors autograd saves in one training-mode forward "
-                f"(measured {where}); the forward's transient peak is not included."
+                "Activations are the tensors autograd saves in one training-mode forward, "
+                "and the total counts that forward's peak of live activations (saved so far "
+                f"plus transient feature maps), measured {where}."
             )
         return self._copy
 
@@ -228,13 +250,17 @@ class CostModel:
 
     def activation_bytes(self, requires_grad: dict[str, bool] | None = None) -> int:
         """Saved-for-backward bytes for the model's current freeze (or the given flags)."""
+        return self.forward_memory(requires_grad).saved
+
+    def forward_memory(self, requires_grad: dict[str, bool] | None = None) -> ForwardMemory:
+        """Saved and peak activation bytes for the current freeze (or the given flags)."""
         if self._inputs is None:
-            return 0
+            return ForwardMemory(0, 0)
         flags = requires_grad or {n: p.requires_grad for n, p in self.model.named_parameters()}
         key = tuple(flags.values())
         if key not in self._saved:
             self._sync_copy(flags)
-            self._saved[key] = saved_bytes(self._copy, self._meta_inputs)  # type: ignore[arg-type]
+            self._saved[key] = forward_memory(self._copy, self._meta_inputs)  # type: ignore[arg-type]
         return self._saved[key]
 
     def estimate(
@@ -256,13 +282,19 @@ class CostModel:
             for b in self.model.buffers()
         )
         flags = {n: unfrozen or p.requires_grad for n, p in self.model.named_parameters()}
-        act = self.activation_bytes(flags) if activations else 0
+        act = self.forward_memory(flags) if activations else ForwardMemory(0, 0)
         share = 1.0 if unfrozen else self._share(activations)
         notes = [*self.assumptions, f"{states} optimizer state tensors per trainable element."]
         if not (activations and self._inputs is not None):
             notes.append("backward_share estimated by parameter elements, in registration order.")
         return CostEstimate(
-            weights, trainable * size, trainable * size * states, act, share, tuple(notes)
+            weight_bytes=weights,
+            grad_bytes=trainable * size,
+            optimizer_state_bytes=trainable * size * states,
+            activation_bytes=act.saved,
+            backward_share=share,
+            forward_peak_bytes=act.peak,
+            assumptions=tuple(notes),
         )
 
     def _share(self, measured: bool) -> float:

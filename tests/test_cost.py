@@ -141,3 +141,31 @@ def test_falls_back_to_a_real_copy_when_meta_cannot_run() -> None:
     assert est.activation_bytes == 4 * (20 + 20)  # Linear's input and ReLU's output
     assert any("real copy" in a for a in est.assumptions)
     assert torch.equal(before, model.lin.weight)
+
+
+def test_forward_peak_counts_transient_feature_maps_by_hand() -> None:
+    x = torch.randn(5, 4)
+    model = _mlp()  # Linear(4, 8) -> ReLU -> Linear(8, 3)
+    freeze(model, "")  # everything frozen: nothing is saved for backward
+    est = estimate_cost(model, "sgd", example_inputs=x)
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    assert est.activation_bytes == 0
+    # While ReLU runs, Linear 1's output (5*8) and ReLU's output (5*8) are alive together;
+    # afterwards Linear 1's output is freed, and h (5*8) + the logits (5*3) are less.
+    assert est.forward_peak_bytes == 4 * (40 + 40)
+    assert est.transient_bytes == 4 * 80
+    assert est.total_bytes == weights + 4 * 80
+    # Unfrozen: x (saved, alive throughout) plus the same two feature maps at once; the
+    # saved h is one of them, so the peak is 20 + 80 floats, above the 60 saved.
+    full = estimate_cost(_mlp(), "sgd", example_inputs=x)
+    assert (full.activation_bytes, full.forward_peak_bytes) == (4 * 60, 4 * 100)
+    assert full.total_bytes == 2 * weights + 4 * 100  # weights + grads + peak
+
+
+def test_in_place_ops_and_views_add_no_transient_bytes() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8, 3))
+    freeze(model, "")
+    est = estimate_cost(model, "sgd", example_inputs=torch.randn(5, 4))
+    # ReLU writes into Linear 1's output and Flatten returns a view of it: one 5*8 map, then
+    # the logits (5*3) beside it.
+    assert est.forward_peak_bytes == 4 * (40 + 15)
