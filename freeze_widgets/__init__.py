@@ -12,6 +12,7 @@ from .audit import audit_optimizer
 from .bn import FrozenBatchNorm
 from .change import FreezeChange
 from .cost import CostEstimate, CostModel, estimate_cost
+from .distributed import DistributedRunError, check_distributed, finetune_distributed
 from .export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
 from .findings import Finding
 from .freezing import freeze, freeze_through, freeze_to, unfreeze
@@ -28,6 +29,7 @@ __all__ = [
     "BoundModule",
     "CostEstimate",
     "CostModel",
+    "DistributedRunError",
     "ExportReport",
     "Finding",
     "FineTuneReport",
@@ -44,12 +46,14 @@ __all__ = [
     "PretrainedWeightsUnavailable",
     "audit_optimizer",
     "bind",
+    "check_distributed",
     "count_parameters",
     "estimate_cost",
     "explore",
     "export_onnx",
     "export_torchscript",
     "finetune",
+    "finetune_distributed",
     "freeze",
     "freeze_through",
     "freeze_to",

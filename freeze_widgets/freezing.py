@@ -12,8 +12,12 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
+
+if TYPE_CHECKING:
+    pass
 
 from ._helpers import check_bn_policy, close_matches, require_module
 from .bn import (

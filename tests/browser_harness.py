@@ -1,4 +1,4 @@
-"""Run JupyterLab and a headless Chromium for end-to-end tests (DESIGN.md section 5).
+"""Run JupyterLab and a headless Chromium for end-to-end tests (docs/design.md, section 5).
 
 :func:`lab_browser` starts JupyterLab on 127.0.0.1 (free port, random token, temporary
 JUPYTER_CONFIG_DIR / RUNTIME / DATA, settings and workspaces dirs, a temporary copy of the

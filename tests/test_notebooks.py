@@ -25,6 +25,7 @@ EXPECTED = [
     "01_freezing_fundamentals.ipynb",
     "02_partial_bound_onnx_export.ipynb",
     "03_torchscript_freeze.ipynb",
+    "04_when_freezing_pays.ipynb",
     "05_transformers_and_lora.ipynb",
     "06_common_mistakes.ipynb",
 ]

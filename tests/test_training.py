@@ -58,7 +58,10 @@ class Skip(nn.Module):
 
 
 class NaNAfter(nn.Module):
-    """Produces NaN logits from the ``at``-th forward call on."""
+    """Produces NaN logits from the ``at``-th training-mode forward call on.
+
+    (finetune's own check of the data runs one forward in eval mode first; it is not a step.)
+    """
 
     def __init__(self, at: int) -> None:
         super().__init__()
@@ -67,7 +70,7 @@ class NaNAfter(nn.Module):
         self.at = at
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self.calls += int(self.training)
         out = self.fc(x)
         return out * float("nan") if self.calls >= self.at else out
 

@@ -1,0 +1,245 @@
+"""Offline teaching data: scikit-learn's 8x8 handwritten digits as a torch Dataset, and names.
+
+scikit-learn ships the UCI digits (1,797 grey images, 8x8 pixels, values 0..16) inside its
+package, so :func:`digits_dataset` works without any download. It gives a fixed train/test
+split, few-shot subsets (``per_class``), a subset of the classes relabelled ``0..k-1``, an
+optional resize and a 3-channel copy so torchvision models accept the images.
+
+:func:`named_dataset` maps a name (``"digits"``, ``"synthetic"``) to a dataset, which is what
+lets ``finetune(model, "digits")`` and the explorer's fine-tune panel pick data by name.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any, Literal
+
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+__all__ = [
+    "DATASET_NAMES",
+    "DIGITS_TEST_FRACTION",
+    "LabelledImages",
+    "digits_dataset",
+    "finetune_dataset",
+    "named_dataset",
+]
+
+Split = Literal["train", "test", "all"]
+_SPLITS: tuple[str, ...] = ("train", "test", "all")
+
+#: Share of each digit class held out as the test split (fixed, independent of ``seed``).
+DIGITS_TEST_FRACTION = 0.3
+
+# The train/test split is drawn once with this seed, never with the caller's: a test image
+# must never become a training image because a different seed was asked for.
+_SPLIT_SEED = 20_240_601
+
+
+class LabelledImages(Dataset[tuple[torch.Tensor, int]]):
+    """Images and labels held in memory, readable by ``finetune`` without iterating.
+
+    Attributes:
+        images: ``(n, channels, size, size)`` float tensor.
+        targets: ``(n,)`` int64 labels in ``0 .. len(classes) - 1``.
+        classes: One readable name per label.
+        indices: ``(n,)`` int64 row of each image in the source collection (for digits, the
+            row in ``sklearn.datasets.load_digits()``), so splits can be checked for overlap.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, targets: torch.Tensor, classes: list[str], indices: torch.Tensor
+    ) -> None:
+        self.images = images
+        self.targets = targets
+        self.classes = classes
+        self.indices = indices
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.targets[index])
+
+    def __repr__(self) -> str:
+        c, h, w = self.images.shape[1:]
+        return f"LabelledImages(n={len(self)}, classes={self.classes}, {c}x{h}x{w})"
+
+
+@lru_cache(maxsize=1)
+def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits as ``(n, 8, 8)`` floats in [0, 1] and ``(n,)`` labels (read once)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError(
+            "the digits dataset needs scikit-learn (it ships the 8x8 digits offline): "
+            'pip install "freeze_widgets[teach]"  (or: pip install scikit-learn)'
+        ) from None
+    bunch = load_digits()
+    images = torch.as_tensor(bunch.images, dtype=torch.float32) / 16.0
+    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
+    return images, labels
+
+
+def _split_indices(labels: torch.Tensor, split: str) -> torch.Tensor:
+    """Rows of ``split``: per digit, a fixed shuffle, the last 30 % held out as the test set."""
+    g = torch.Generator().manual_seed(_SPLIT_SEED)
+    chosen: list[torch.Tensor] = []
+    for digit in range(10):
+        rows = torch.nonzero(labels == digit).flatten()
+        rows = rows[torch.randperm(rows.numel(), generator=g)]
+        n_test = round(rows.numel() * DIGITS_TEST_FRACTION)
+        if split == "train":
+            rows = rows[: rows.numel() - n_test]
+        elif split == "test":
+            rows = rows[rows.numel() - n_test :]
+        chosen.append(rows)
+    return torch.cat(chosen).sort().values
+
+
+def _check_digits_args(
+    classes: Iterable[int] | None, split: object, per_class: int | None, channels: int
+) -> list[int]:
+    """The digits to keep, after validating every argument (nothing is loaded before this)."""
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, _SPLITS))}; got {split!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (for torchvision models); got {channels}")
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int)):
+        raise TypeError(f"per_class must be an int or None; got {type(per_class).__name__}")
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class must be at least 1 (or None for all); got {per_class}")
+    if classes is None:
+        return list(range(10))
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+        raise TypeError(f"classes must be a sequence of digits 0-9; got {type(classes).__name__}")
+    try:
+        # operator.index accepts numpy integers but not floats or bools-as-strings.
+        digits = [operator.index(d) for d in classes]
+    except TypeError:
+        raise TypeError(f"classes must be integer digits 0-9; got {list(classes)!r}") from None
+    if not digits or any(not 0 <= d <= 9 for d in digits):
+        raise ValueError(f"classes must be distinct digits 0-9, at least one; got {digits}")
+    if len(set(digits)) != len(digits):
+        raise ValueError(f"classes must be distinct digits; got {digits}")
+    return digits
+
+
+def digits_dataset(
+    *,
+    classes: Iterable[int] | None = None,
+    split: Split = "train",
+    per_class: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    channels: int = 1,
+) -> LabelledImages:
+    """The 8x8 handwritten digits of scikit-learn as an in-memory torch Dataset (offline).
+
+    The train/test split is fixed (30 % of each digit held out, the same for every ``seed``);
+    ``seed`` only chooses which ``per_class`` examples are kept and their order.
+
+    Args:
+        classes: Digits to keep, e.g. ``[5, 6, 7, 8, 9]``; label ``i`` is ``classes[i]``.
+            None keeps all ten with label = digit.
+        split: ``"train"`` (about 1,260 images), ``"test"`` (about 540) or ``"all"``.
+        per_class: Keep at most this many images of each class (few-shot); None keeps all.
+        image_size: Resize to this side (bilinear); None keeps 8x8.
+        seed: Chooses the ``per_class`` subset and shuffles the order.
+        channels: 1 for grey, 3 for a grey copy in each channel (torchvision models).
+
+    Returns:
+        A :class:`LabelledImages` with values in [0, 1] and ``classes`` named by digit.
+
+    Raises:
+        ImportError: scikit-learn is not installed.
+        ValueError / TypeError: a bad argument (checked before loading anything).
+
+    Example:
+        >>> ds = digits_dataset(classes=[3, 5], per_class=4, image_size=16, channels=3)
+        >>> len(ds), ds[0][0].shape, ds.classes
+        (8, torch.Size([3, 16, 16]), ['3', '5'])
+    """
+    digits = _check_digits_args(classes, split, per_class, channels)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)):
+        raise TypeError(f"image_size must be an int or None; got {type(image_size).__name__}")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be positive (or None for 8x8); got {image_size}")
+    images, labels = _load_digits()
+    rows = _split_indices(labels, split)
+    g = torch.Generator().manual_seed(seed)
+    kept: list[torch.Tensor] = []
+    for digit in digits:
+        of_digit = rows[labels[rows] == digit]
+        of_digit = of_digit[torch.randperm(of_digit.numel(), generator=g)]
+        kept.append(of_digit if per_class is None else of_digit[:per_class])
+    chosen = torch.cat(kept)
+    chosen = chosen[torch.randperm(chosen.numel(), generator=g)]
+    relabel = torch.full((10,), -1, dtype=torch.int64)
+    relabel[torch.tensor(digits)] = torch.arange(len(digits))
+    x = images[chosen].unsqueeze(1)
+    if image_size is not None and image_size != x.shape[-1]:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    if channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    return LabelledImages(
+        x.contiguous(), relabel[labels[chosen]], [str(d) for d in digits], chosen.clone()
+    )
+
+
+def _synthetic(**kwargs: Any) -> Dataset[Any]:
+    # Imported here: training imports this module to resolve dataset names.
+    from .training import synthetic_dataset
+
+    return synthetic_dataset(**kwargs)
+
+
+_REGISTRY: dict[str, Callable[..., Dataset[Any]]] = {
+    "digits": digits_dataset,
+    "synthetic": _synthetic,
+}
+
+#: The names :func:`named_dataset` (and ``finetune(model, name)``) understand.
+DATASET_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def named_dataset(name: str, **kwargs: Any) -> Dataset[Any]:
+    """A dataset by name; ``kwargs`` go to its factory.
+
+    ``"digits"`` is :func:`digits_dataset`; ``"synthetic"`` is
+    :func:`freeze_widgets.training.synthetic_dataset`.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a dataset name (str); got {type(name).__name__}")
+    factory = _REGISTRY.get(name.lower())
+    if factory is None:
+        known = ", ".join(repr(n) for n in DATASET_NAMES)
+        raise ValueError(
+            f"unknown dataset {name!r}; known names: {known} (or pass a torch Dataset, a "
+            "DataLoader or an ImageFolder directory)"
+        )
+    return factory(**kwargs)
+
+
+def finetune_dataset(name: str, *, image_size: int, seed: int = 0) -> Dataset[Any]:
+    """The training data ``finetune(model, name)`` uses: images a torchvision model accepts.
+
+    Digits come as the train split in 3 channels at ``image_size``; synthetic images use their
+    defaults at ``image_size``. The test split of the digits stays unseen, for evaluation.
+    """
+    if isinstance(name, str) and name.lower() == "digits":
+        return digits_dataset(split="train", image_size=image_size, seed=seed, channels=3)
+    return named_dataset(name, image_size=image_size, seed=seed)

@@ -1,0 +1,23 @@
+"""Distributed training of a frozen model (DDP and FSDP2), verified on every rank.
+
+* :func:`check_distributed`: a preflight of the freeze against DDP / FSDP pitfalls;
+* :func:`finetune_distributed`: the verified demo fine-tune in ``nproc`` local worker
+  processes started by PyTorch's elastic launcher (torchrun);
+* ``python -m freeze_widgets finetune ...``: the same run from a spec file, under torchrun.
+"""
+
+from __future__ import annotations
+
+from .errors import DistributedRunError
+from .preflight import STRATEGIES, check_distributed
+from .report import DistributedFineTuneReport, RankVerdict
+from .runner import finetune_distributed
+
+__all__ = [
+    "STRATEGIES",
+    "DistributedFineTuneReport",
+    "DistributedRunError",
+    "RankVerdict",
+    "check_distributed",
+    "finetune_distributed",
+]

@@ -1,0 +1,154 @@
+"""Starting the workers through PyTorch's elastic launcher, bounded in time, leaving nothing behind.
+
+The caller starts ``python -m freeze_widgets.distributed._elastic JOB N`` in a new session; that
+process runs ``torch.distributed.launcher.api.elastic_launch`` (what torchrun runs), which
+spawns the workers in the same session. A timeout or an interrupt kills the whole session and
+any descendant that left it, so no worker survives. The elastic agent needs the main thread of
+its process for signal handlers: a separate process also lets a notebook's background thread
+start a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import DistributedRunError
+from .job import JobConfig
+
+__all__ = ["launch", "reap"]
+
+_LOG_TAIL_LINES = 30
+
+
+def _children_of() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from /proc (Linux) or psutil."""
+    tree: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            tree.setdefault(ppid, []).append(int(entry.name))
+        return tree
+    import psutil
+
+    for p in psutil.process_iter(["pid", "ppid"]):
+        tree.setdefault(p.info["ppid"], []).append(p.info["pid"])
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children first)."""
+    tree, out, todo = _children_of(), [], [pid]
+    while todo:
+        kids = tree.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the launcher's session and every descendant (some may have left the session)."""
+    pids = descendants(proc.pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _log_tail(out: Path) -> str:
+    lines: list[str] = []
+    for name in ("launcher.err", "launcher.out"):
+        path = out / name
+        if path.exists():
+            lines += path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+    return "\n".join(lines)
+
+
+def _failure_error(out: Path, returncode: int) -> DistributedRunError:
+    """One readable error naming the rank that failed first and why."""
+    errors = [json.loads(p.read_text()) for p in sorted(out.glob("error_rank*.json"))]
+    failed: dict[str, Any] = {}
+    if (out / "failure.json").exists():
+        failed = json.loads((out / "failure.json").read_text())
+    tail = _log_tail(out)
+    # A rank killed by a signal wrote no error file; the others then fail in collectives.
+    killed = [
+        (int(r), f) for r, f in failed.items() if f["exitcode"] < 0 and f["signal"] != "SIGTERM"
+    ]
+    if killed:
+        rank, info = min(killed)
+        cause = f"killed by signal {info['signal']} (exit code {info['exitcode']})"
+    elif errors:
+        first = min(errors, key=lambda e: e["time"])
+        rank, cause = first["rank"], f"{first['type']}: {first['message']}"
+    elif failed:
+        rank, info = min((int(r), f) for r, f in failed.items())
+        cause = f"exit code {info['exitcode']}: {info['message']}"
+    else:
+        last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+        return DistributedRunError(
+            f"the launcher failed (exit code {returncode}): {last}",
+            rank=None,
+            cause=last,
+            log_tail=tail,
+        )
+    return DistributedRunError(
+        f"distributed worker rank {rank} failed: {cause}. All workers were stopped; "
+        "see .log_tail for the output.",
+        rank=rank,
+        cause=cause,
+        log_tail=tail,
+    )
+
+
+def launch(job: JobConfig, nproc: int, timeout_s: float) -> dict[str, Any]:
+    """Run ``job`` in ``nproc`` local workers; return rank 0's merged report as a dict.
+
+    Raises:
+        DistributedRunError: a worker failed or the run took longer than ``timeout_s``.
+    """
+    out = Path(job.out_dir)
+    job_path = out / "job.json"
+    job.save(job_path)
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH", "")])])
+    cmd = [sys.executable, "-m", "freeze_widgets.distributed._elastic", str(job_path), str(nproc)]
+    with open(out / "launcher.out", "wb") as so, open(out / "launcher.err", "wb") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)
+    try:
+        returncode = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        reap(proc)
+        raise DistributedRunError(
+            f"the distributed run did not finish within timeout_s={timeout_s:g} s; all "
+            "workers were killed. Raise timeout_s or train fewer steps.",
+            rank=None,
+            cause="timeout",
+            log_tail=_log_tail(out),
+        ) from None
+    finally:
+        if proc.poll() is None:  # an interrupt (KeyboardInterrupt) while waiting
+            reap(proc)
+    leftovers = descendants(proc.pid)
+    if leftovers:
+        reap(proc)
+    if returncode != 0 or not (out / "result.json").exists():
+        raise _failure_error(out, returncode)
+    result: dict[str, Any] = json.loads((out / "result.json").read_text())
+    return result

@@ -1,0 +1,307 @@
+"""``check_distributed``: what a freeze will do wrong under DDP / FSDP, found before wrapping.
+
+Every check looks at the model as it is (or at a deep copy of it), never at the caller's model
+in a way that changes it: the forward/backward of check (a) and the SyncBatchNorm conversion of
+check (c) run on copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
+
+from .._helpers import require_module
+from ..bn import FrozenBatchNorm
+from ..findings import Finding
+
+__all__ = ["STRATEGIES", "Strategy", "check_distributed"]
+
+Strategy = Literal["ddp", "fsdp", "fsdp1"]
+STRATEGIES: tuple[str, ...] = ("ddp", "fsdp", "fsdp1")
+
+
+def check_distributed(
+    model: nn.Module,
+    strategy: str = "ddp",
+    example_inputs: Any = None,
+    *,
+    sync_batchnorm: bool = False,
+) -> list[Finding]:
+    """Preflight a frozen model for distributed training; the model is left untouched.
+
+    Checks (each a :class:`~freeze_widgets.findings.Finding` ``kind``):
+
+    * ``unused_trainable`` (ddp): trainable parameters that get no gradient in one sample
+      forward/backward, which DDP only tolerates with ``find_unused_parameters=True``;
+    * ``fsdp1_mixed_unit`` (fsdp1): a wrap unit mixing frozen and trainable parameters, which
+      FSDP1's ``FlatParameter`` rejects (docs/design.md, trap 12);
+    * ``syncbn_unfreezes`` (``sync_batchnorm=True``, or frozen SyncBatchNorm already present):
+      frozen BatchNorm that ``SyncBatchNorm.convert_sync_batchnorm`` turns back into a training
+      layer (trap 13);
+    * ``reentrant_checkpoint``: reentrant gradient checkpointing of trainable layers behind
+      frozen ones, which then get no gradient (trap 14);
+    * ``wrapped_before_freeze``: the model is already wrapped in DDP, so later ``requires_grad``
+      changes are not seen (traps 8 and 11);
+    * ``unused_check_skipped``: check (a) could not run without ``example_inputs``.
+
+    Args:
+        model: The model (or a DDP-wrapped model) with its freeze applied.
+        strategy: ``"ddp"``, ``"fsdp"`` (FSDP2 ``fully_shard``) or ``"fsdp1"``.
+        example_inputs: One input batch: a tensor, a tuple of positional inputs or a dict of
+            keyword inputs. None builds a ``(2, 3, 32, 32)`` batch for models whose first
+            layer is a 3-channel ``Conv2d``.
+        sync_batchnorm: You will convert BatchNorm layers with ``convert_sync_batchnorm``.
+
+    Returns:
+        The findings, empty when the freeze is safe for this strategy.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> from freeze_widgets import freeze, unfreeze
+        >>> m = resnet18()
+        >>> _ = freeze(m); _ = unfreeze(m, "fc")
+        >>> check_distributed(m, "ddp")  # doctest: +SKIP
+        []
+    """
+    require_module(model)
+    if not isinstance(strategy, str):
+        raise TypeError(f"strategy must be one of {STRATEGIES}; got {type(strategy).__name__}")
+    if strategy not in STRATEGIES:
+        choices = ", ".join(map(repr, STRATEGIES))
+        raise ValueError(f"strategy must be one of {choices}; got {strategy!r}")
+    findings: list[Finding] = []
+    if isinstance(model, DistributedDataParallel):
+        findings.append(_wrapped_finding())
+        model = model.module
+    if strategy == "ddp":
+        findings += _unused_trainable(model, example_inputs)
+    if strategy == "fsdp1":
+        findings += _fsdp1_mixed_units(model)
+    findings += _syncbn_findings(model, convert=sync_batchnorm)
+    findings += _reentrant_checkpoint(model)
+    return findings
+
+
+# --------------------------------------------------------------------------- (e) wrapped
+
+
+def _wrapped_finding() -> Finding:
+    return Finding(
+        "wrapped_before_freeze",
+        "",
+        "The model is already wrapped in DistributedDataParallel, which registered the "
+        "trainable parameters when it wrapped: freezing or unfreezing now is not seen "
+        "(unfrozen parameters get no synchronised gradient).",
+        "Set the final requires_grad before wrapping; to unfreeze later, make those "
+        "parameters trainable before wrapping with learning rate 0 and raise it at their "
+        "epoch (finetune_distributed does this for unfreeze_schedule).",
+    )
+
+
+# --------------------------------------------------------------------------- (a) unused
+
+
+def _default_inputs(model: nn.Module) -> torch.Tensor | None:
+    """A (2, 3, 32, 32) batch when the first layer is a 3-channel Conv2d, else None."""
+    first = next((m for m in model.modules() if next(m.parameters(False), None) is not None), None)
+    if isinstance(first, nn.Conv2d) and first.in_channels == 3:
+        p = first.weight
+        return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(
+            device=p.device, dtype=p.dtype
+        )
+    return None
+
+
+def _outputs_sum(out: Any) -> torch.Tensor | None:
+    """Sum of every floating tensor in a model output (tensor, sequence, mapping, ModelOutput)."""
+    if isinstance(out, torch.Tensor):
+        return out.float().sum() if out.is_floating_point() and out.requires_grad else None
+    if isinstance(out, Mapping):
+        parts = [_outputs_sum(v) for v in out.values()]
+    elif isinstance(out, (list, tuple)):
+        parts = [_outputs_sum(v) for v in out]
+    else:
+        return None
+    kept = [p for p in parts if p is not None]
+    return torch.stack(kept).sum() if kept else None
+
+
+def _unused_trainable(model: nn.Module, example_inputs: Any) -> list[Finding]:
+    inputs = example_inputs if example_inputs is not None else _default_inputs(model)
+    if inputs is None:
+        return [
+            Finding(
+                "unused_check_skipped",
+                "",
+                "Could not check for trainable parameters without a gradient: no example "
+                "inputs and the first layer is not a 3-channel Conv2d.",
+                "Pass example_inputs= (one batch: a tensor, a tuple or a dict of keyword inputs).",
+            )
+        ]
+    trial = copy.deepcopy(model)  # train-mode forward changes BN statistics: only the copy's
+    trial.train()
+    if isinstance(inputs, Mapping):
+        out = trial(**inputs)
+    elif isinstance(inputs, tuple):
+        out = trial(*inputs)
+    else:
+        out = trial(inputs)
+    loss = _outputs_sum(out)
+    if loss is not None:
+        loss.backward()
+    unused: dict[str, list[str]] = {}
+    for name, p in trial.named_parameters():
+        if p.requires_grad and p.grad is None:
+            module, _, leaf = name.rpartition(".")
+            unused.setdefault(module, []).append(leaf)
+    return [
+        Finding(
+            "unused_trainable",
+            module,
+            f"Trainable parameter(s) {', '.join(leaves)} of {module or 'the root module'} get "
+            "no gradient in a forward/backward; DDP then needs find_unused_parameters=True "
+            "(slower, and it hides real bugs) or fails with 'Expected to have finished "
+            "reduction'.",
+            f"Freeze {module or 'them'} (freeze(model, {module!r})) or remove the module if the "
+            "forward never uses it.",
+        )
+        for module, leaves in unused.items()
+    ]
+
+
+# --------------------------------------------------------------------------- (b) FSDP1 units
+
+
+def _fsdp1_mixed_units(model: nn.Module) -> list[Finding]:
+    """Wrap units an auto-wrap policy would build: every direct child, and the root's own."""
+    units: list[tuple[str, list[nn.Parameter]]] = [("", list(model.parameters(recurse=False)))]
+    units += [(name, list(child.parameters())) for name, child in model.named_children()]
+    findings = []
+    for path, params in units:
+        flags = {p.requires_grad for p in params}
+        if len(flags) < 2:
+            continue
+        frozen = sum(1 for p in params if not p.requires_grad)
+        findings.append(
+            Finding(
+                "fsdp1_mixed_unit",
+                path,
+                f"{path or 'The root module'} mixes {frozen} frozen and {len(params) - frozen} "
+                "trainable parameter tensors in one FSDP1 wrap unit: FlatParameter needs "
+                "uniform requires_grad (use_orig_params=True accepts it but keeps gradient "
+                "memory as if nothing were frozen).",
+                "Use FSDP2 fully_shard (strategy 'fsdp'), which shards per parameter, or an "
+                "auto_wrap_policy whose units follow the freeze boundary.",
+            )
+        )
+    return findings
+
+
+# --------------------------------------------------------------------------- (c) SyncBatchNorm
+
+
+def _bn_policy(module: nn.Module) -> str:
+    """A BatchNorm's policy: "frozen", "eval" (``train`` pinned on the instance) or "train"."""
+    if isinstance(module, FrozenBatchNorm):
+        return "frozen"
+    return "eval" if "train" in module.__dict__ else "train"
+
+
+def _is_frozen_bn(module: nn.Module) -> bool:
+    params = list(module.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
+def _syncbn_findings(model: nn.Module, *, convert: bool) -> list[Finding]:
+    findings = []
+    fix = (
+        'Use bn="frozen" (FrozenBatchNorm is not converted), or re-apply the freeze after '
+        "converting: FreezeSpec.from_model(model).apply(converted)."
+    )
+    for path, mod in model.named_modules():
+        if isinstance(mod, nn.SyncBatchNorm) and _is_frozen_bn(mod) and _bn_policy(mod) == "train":
+            findings.append(
+                Finding(
+                    "syncbn_unfreezes",
+                    path,
+                    f"{path} is a frozen SyncBatchNorm that is not kept in eval: its running "
+                    "statistics update in training (a conversion dropped the BatchNorm "
+                    "policy, unless the 'train' policy is what you want).",
+                    fix,
+                )
+            )
+    if not convert:
+        return findings
+    # Convert a copy and compare: whatever convert_sync_batchnorm does, this sees its effect.
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
+    for path, mod in model.named_modules():
+        if not (isinstance(mod, _BatchNorm) and _is_frozen_bn(mod) and _bn_policy(mod) != "train"):
+            continue
+        if isinstance(mod, nn.SyncBatchNorm):
+            continue
+        if _bn_policy(converted.get_submodule(path)) == "train":
+            findings.append(
+                Finding(
+                    "syncbn_unfreezes",
+                    path,
+                    f"SyncBatchNorm.convert_sync_batchnorm replaces the frozen {path} by a new "
+                    f"layer that drops its {_bn_policy(mod)!r} policy: its running statistics "
+                    "would update again.",
+                    fix,
+                )
+            )
+    return findings
+
+
+# --------------------------------------------------------------------------- (d) checkpointing
+
+
+def _reentrant(module: nn.Module) -> bool:
+    """Whether ``module`` runs its forward under reentrant activation checkpointing."""
+    impl = getattr(module, "checkpoint_impl", None)  # torch's CheckpointWrapper
+    if impl is not None and getattr(impl, "name", "") == "REENTRANT":
+        return True
+    if getattr(module, "gradient_checkpointing", False) is True:  # transformers layers
+        fn = getattr(module, "_gradient_checkpointing_func", None)
+        if isinstance(fn, functools.partial):
+            return fn.keywords.get("use_reentrant", True) is not False
+        return fn is not None
+    return False
+
+
+def _reentrant_checkpoint(model: nn.Module) -> list[Finding]:
+    if getattr(model, "_require_grads_hook", None) is not None:
+        return []  # transformers' enable_input_require_grads(): inputs carry requires_grad
+    order = {id(p): i for i, p in enumerate(model.parameters())}
+    frozen_at = [order[id(p)] for p in model.parameters() if not p.requires_grad]
+    if not frozen_at:
+        return []
+    first_frozen = min(frozen_at)
+    findings: list[Finding] = []
+    covered: list[str] = []
+    for path, mod in model.named_modules():
+        if any(path.startswith(c + ".") for c in covered) or not _reentrant(mod):
+            continue
+        inside = [p for p in mod.parameters() if p.requires_grad]
+        if not inside or min(order[id(p)] for p in inside) < first_frozen:
+            continue
+        covered.append(path)
+        findings.append(
+            Finding(
+                "reentrant_checkpoint",
+                path,
+                f"{path} uses reentrant gradient checkpointing behind frozen layers: its inputs "
+                "do not require grad, so its trainable parameters get no gradient.",
+                "Checkpoint with use_reentrant=False (gradient_checkpointing_enable("
+                "gradient_checkpointing_kwargs={'use_reentrant': False})) or call "
+                "model.enable_input_require_grads().",
+            )
+        )
+    return findings

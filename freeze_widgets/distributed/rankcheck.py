@@ -1,0 +1,151 @@
+"""Per-rank verification: snapshot before wrapping, compare after training, digest for ranks.
+
+Each rank compares its own final (full, gathered for FSDP2) state with the snapshot it took
+before wrapping, bitwise. Equality across ranks is checked through a digest of every trainable
+tensor's bytes, so only a few bytes per tensor cross the process group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..bn import FrozenBatchNorm
+
+__all__ = ["RankCheck", "Snapshot", "compare", "digest", "snapshot"]
+
+
+@dataclass
+class Snapshot:
+    """Start values (CPU copies) and what was frozen when the run started.
+
+    ``frozen_params`` holds parameters frozen for the whole run; ``pending`` maps parameters
+    frozen until a later epoch (trainable at learning rate 0 for DDP's sake) to that epoch.
+    ``bn_buffers`` maps each BatchNorm buffer to its layer's policy when the layer is frozen
+    (None when it trains).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    frozen_params: set[str]
+    pending: dict[str, int]
+    bn_buffers: dict[str, str | None]
+    bn_pending: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RankCheck:
+    """One rank's verdict, plain data so it can be gathered with ``all_gather_object``.
+
+    ``rows`` are ``(name, kind, frozen, changed, max_abs_change, note)``; ``digests`` maps each
+    trainable parameter to a digest of its final bytes; ``moved_while_pending`` names
+    parameters that changed before their unfreeze epoch.
+    """
+
+    rank: int
+    rows: list[tuple[str, str, bool, bool, float, str]] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
+    moved_while_pending: list[str] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)
+    step_acc: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    epoch_loss: list[float] = field(default_factory=list)
+    epoch_acc: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    unfreeze_events: list[tuple[int, str, float, int]] = field(default_factory=list)
+    samples: int = 0
+    epochs: int = 0
+    total_steps: int = 0
+    train_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    gather_seconds: float = 0.0
+
+
+def _bn_policy(module: nn.Module) -> str:
+    if isinstance(module, FrozenBatchNorm):
+        return "frozen"
+    return "eval" if "train" in module.__dict__ else "train"
+
+
+def snapshot(model: nn.Module, pending: dict[str, int]) -> Snapshot:
+    """CPU copies of every parameter and BatchNorm buffer, before the model is wrapped."""
+    tensors: dict[str, torch.Tensor] = {}
+    frozen: set[str] = set()
+    for name, p in model.named_parameters():  # de-duplicated: tied tensors appear once
+        tensors[name] = p.detach().to("cpu", copy=True)
+        if not p.requires_grad and name not in pending:
+            frozen.add(name)
+    bn_buffers: dict[str, str | None] = {}
+    bn_pending: dict[str, int] = {}
+    for path, mod in model.named_modules():
+        if not isinstance(mod, (_BatchNorm, FrozenBatchNorm)):
+            continue
+        names = [f"{path}.{n}" if path else n for n, _ in mod.named_parameters()]
+        is_frozen = bool(names) and all(n in frozen or n in pending for n in names)
+        due = [pending[n] for n in names if n in pending]
+        for bname, buf in mod.named_buffers(prefix=path, recurse=False):
+            if buf is not None:
+                tensors[bname] = buf.detach().to("cpu", copy=True)
+                bn_buffers[bname] = _bn_policy(mod) if is_frozen else None
+                if due:  # statistics frozen until the layer's unfreeze epoch
+                    bn_pending[bname] = min(due)
+    return Snapshot(tensors, frozen, dict(pending), bn_buffers, bn_pending)
+
+
+def digest(t: torch.Tensor) -> str:
+    """A digest of a tensor's dtype, shape and bytes: equal digests mean bitwise equal."""
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    h = hashlib.sha256()  # hardware-accelerated on current CPUs: the fastest hashlib digest
+    h.update(f"{flat.dtype}{tuple(t.shape)}".encode())
+    h.update(flat.view(torch.uint8).numpy().data)
+    return h.hexdigest()[:32]
+
+
+def _max_change(before: torch.Tensor, after: torch.Tensor) -> tuple[bool, float]:
+    if before.shape != after.shape:
+        return True, float("inf")
+    if torch.equal(before, after):
+        return False, 0.0
+    if not before.is_floating_point():  # num_batches_tracked: exact in double
+        before, after = before.double(), after.double()
+    delta = (after - before).abs()
+    return True, float(delta.max()) if delta.numel() else 0.0
+
+
+def compare(snap: Snapshot, final: dict[str, torch.Tensor], check: RankCheck) -> None:
+    """Fill ``check.rows`` and ``check.digests`` from the final full state of this rank."""
+    for name, before in snap.tensors.items():
+        after = final.get(name)
+        if after is None:
+            continue
+        changed, delta = _max_change(before, after.detach().to("cpu"))
+        if name in snap.bn_buffers:
+            policy = snap.bn_buffers[name]
+            if snap.bn_pending.get(name, check.epochs + 1) <= check.epochs:
+                policy = None  # released at its unfreeze epoch: its statistics may update
+            check.rows.append((name, "buffer", policy is not None, changed, delta, policy or ""))
+            continue
+        epoch = snap.pending.get(name)
+        # A group whose unfreeze epoch never came stayed frozen (and trainable for DDP only).
+        reached = epoch is not None and epoch <= check.epochs
+        note = f"unfrozen at epoch {epoch}" if reached else ""
+        if epoch is not None and not reached:
+            note = f"frozen until epoch {epoch}, not reached"
+        frozen = name in snap.frozen_params or (epoch is not None and not reached)
+        check.rows.append((name, "parameter", frozen, changed, delta, note))
+        if not frozen:
+            check.digests[name] = digest(after)
+
+
+def full_tensors(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """The full value of some parameters (DTensor shards gathered: a collective for FSDP2)."""
+    params = dict(model.named_parameters())
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        p: Any = params[name]
+        out[name] = (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().to("cpu")
+    return out

@@ -1,0 +1,297 @@
+"""``finetune_distributed``: the verified demo fine-tune in several local worker processes."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .._helpers import check_bn_policy, require_module
+from ..freezing import set_bn_policy, top_level_groups, unfreeze
+from ..spec import FreezeSpec
+from ..training import find_head
+from .heads import replace_head
+from .job import JobConfig
+from .launcher import launch
+from .preflight import STRATEGIES, check_distributed
+from .report import DistributedFineTuneReport
+
+__all__ = ["finetune_distributed"]
+
+_SYNTHETIC_CLASSES = 4  # finetune's default synthetic task
+
+
+def _check_args(
+    nproc: Any,
+    strategy: Any,
+    epochs: Any,
+    steps: Any,
+    batch_size: Any,
+    lr: Any,
+    optimizer: Any,
+    timeout_s: Any,
+) -> None:
+    for name, value in (("nproc", nproc), ("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1; got {value}")
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive int or None; got {steps!r}")
+    if not isinstance(strategy, str):
+        raise TypeError(f"strategy must be 'ddp' or 'fsdp'; got {type(strategy).__name__}")
+    if strategy not in STRATEGIES[:2]:
+        raise ValueError(f"strategy must be 'ddp' or 'fsdp' (FSDP2 fully_shard); got {strategy!r}")
+    if not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number; got {lr!r}")
+    if not isinstance(optimizer, str) or optimizer.lower() not in ("adamw", "adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd'; got {optimizer!r}")
+    if not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds; got {timeout_s!r}")
+
+
+def _classes_and_size(data: Any, image_size: int, synthetic_n: int) -> tuple[int | None, int]:
+    """(number of classes if known, number of items) of the data without loading it all."""
+    if data is None:
+        return _SYNTHETIC_CLASSES, synthetic_n
+    if isinstance(data, (str, Path)):
+        from .data import _image_folder
+
+        folder: Any = _image_folder(Path(data), image_size)
+        return len(folder.classes), len(folder)
+    classes = getattr(data, "classes", None)
+    num = len(classes) if classes is not None else getattr(data, "num_classes", None)
+    if num is None and getattr(data, "targets", None) is not None:
+        num = int(torch.as_tensor(data.targets).max()) + 1
+    return (num if isinstance(num, int) else None), len(data)
+
+
+def _data_ref(data: Any, out: Path) -> str | None:
+    if data is None:
+        return None
+    if isinstance(data, (str, Path)):
+        path = Path(data).expanduser().resolve()
+        if not path.is_dir():
+            raise ValueError(f"data={str(data)!r} is not a directory (expected ImageFolder layout)")
+        return f"dir:{path}"
+    if isinstance(data, Dataset):
+        torch.save(data, out / "dataset.pt")
+        return f"file:{out / 'dataset.pt'}"
+    raise TypeError(
+        "data must be None (synthetic images), a torch Dataset, a DataLoader or an ImageFolder "
+        f"directory path; got {type(data).__name__}"
+    )
+
+
+def _resolve_schedule(
+    model: nn.Module, schedule: Any, epochs: int, head: str | None
+) -> dict[int, list[str]]:
+    """1-based epoch -> groups unfrozen at its start ("gradual": one frozen group per epoch)."""
+    if schedule is None:
+        return {}
+    groups = top_level_groups(model)
+    if schedule == "gradual":
+        frozen = [
+            g
+            for g in groups
+            if g != head and not any(p.requires_grad for p in _group_params(model, g))
+        ]
+        order = list(reversed(frozen))
+        return {e: [order[e - 2]] for e in range(2, epochs + 1) if e - 2 < len(order)}
+    if isinstance(schedule, dict):
+        items = {int(k): v for k, v in schedule.items()}
+    elif isinstance(schedule, (list, tuple)):
+        items = {i + 2: v for i, v in enumerate(schedule)}
+    else:
+        raise TypeError(
+            "unfreeze_schedule must be None, 'gradual', a list of group names (entry i is "
+            f"unfrozen at the start of epoch i + 2) or a dict {{epoch: names}}; got {schedule!r}"
+        )
+    out: dict[int, list[str]] = {}
+    for epoch, value in items.items():
+        names = [value] if isinstance(value, str) else list(value or [])
+        if epoch < 1:
+            raise ValueError(f"unfreeze_schedule epochs are 1-based; got {epoch}")
+        for name in names:
+            _group_params(model, name)  # raises for an unknown group
+        if names:
+            out[epoch] = names
+    return out
+
+
+def _group_params(model: nn.Module, group: str) -> list[nn.Parameter]:
+    try:
+        return list(model.get_submodule(group).parameters())
+    except AttributeError:
+        try:
+            return [model.get_parameter(group)]
+        except AttributeError:
+            raise ValueError(
+                f"unfreeze_schedule names {group!r}, which is not in the model; top-level "
+                f"groups are: {', '.join(top_level_groups(model))}"
+            ) from None
+
+
+def _refuse_unused_trainable(model: nn.Module, data: Any, image_size: int) -> None:
+    """DDP without find_unused_parameters fails mid-run on these: say so before starting."""
+    sample = data[0][0] if isinstance(data, Dataset) else torch.zeros(3, image_size, image_size)
+    inputs = torch.stack([torch.as_tensor(sample)] * 2)
+    unused = [f for f in check_distributed(model, "ddp", inputs) if f.kind == "unused_trainable"]
+    if unused:
+        lines = "\n".join(f"- {f}" for f in unused)
+        raise ValueError(
+            "trainable parameters get no gradient, which DDP cannot synchronise (docs/design.md, "
+            f"trap 11):\n{lines}\nFreeze them, or use strategy='fsdp'."
+        )
+
+
+def _save_model(model: nn.Module, path: Path) -> None:
+    try:
+        torch.save(model, path)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise TypeError(
+            f"the model cannot be sent to worker processes ({exc}); its class must be "
+            "importable (defined in a module, not a notebook cell) and hold no lambdas"
+        ) from None
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy the trained tensors into the caller's model, by name (same tensors, in place)."""
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if name in state and state[name].shape == t.shape:
+                t.copy_(state[name].to(t.device))
+
+
+def finetune_distributed(
+    model: nn.Module,
+    data: Any = None,
+    *,
+    nproc: int = 2,
+    strategy: str = "ddp",
+    epochs: int = 1,
+    steps: int | None = None,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    optimizer: str = "adamw",
+    num_classes: int | None = None,
+    unfreeze_schedule: Any = None,
+    bn: str | None = None,
+    image_size: int = 32,
+    seed: int = 0,
+    synthetic_n: int = 512,
+    timeout_s: float = 600.0,
+    workdir: str | Path | None = None,
+    keep_rank_states: bool = False,
+) -> DistributedFineTuneReport:
+    """Fine-tune ``model`` in ``nproc`` local processes (DDP or FSDP2) and verify every rank.
+
+    The model and its freeze (``FreezeSpec.from_model``, BatchNorm policy included) go to the
+    workers through a private temporary directory; each worker applies the freeze before
+    wrapping, trains, and checks bitwise that its frozen tensors did not move; trainable ones
+    must end identical on every rank. On success the trained weights are copied into
+    ``model`` (a replaced head and unfrozen groups as :func:`~freeze_widgets.finetune` leaves
+    them); on failure ``model`` is untouched and no worker process is left.
+
+    Args:
+        model: A classifier whose class is importable (it is pickled for the workers).
+        data: None (synthetic shapes), a Dataset, a DataLoader or an ImageFolder directory.
+        nproc: Worker processes on this machine.
+        strategy: ``"ddp"`` or ``"fsdp"`` (FSDP2 ``fully_shard`` of every child and the root).
+        epochs: Passes over the data, which the ranks split between them.
+        steps: Optimizer steps per rank; overrides ``epochs``.
+        batch_size: Per process (the global batch is ``nproc * batch_size``).
+        lr: Learning rate; gradually unfrozen groups get ``lr / 2.6**k``.
+        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        num_classes: Replace the head when its output size differs (seeded, same on all ranks).
+        unfreeze_schedule: As in ``finetune``: ``"gradual"``, a list, or ``{epoch: groups}``.
+        bn: BatchNorm policy of frozen layers; None keeps the model's.
+        image_size: Side of synthetic / ImageFolder images.
+        seed: Seeds data order, synthetic data and a new head.
+        synthetic_n: Number of synthetic images.
+        timeout_s: Kill every worker and raise if the run takes longer.
+        workdir: Keep the job's files (logs, ``state.pt``, ``result.json``) here.
+        keep_rank_states: Each rank also saves its final full state as ``rank{r}.pt``.
+
+    Raises:
+        DistributedRunError: a worker failed (its rank and exception are named) or timed out.
+        ValueError, TypeError: bad arguments, or (DDP) trainable parameters that get no
+            gradient, before anything starts.
+    """
+    require_module(model)
+    _check_args(nproc, strategy, epochs, steps, batch_size, lr, optimizer, timeout_s)
+    check_bn_policy(bn, allow_none=True)
+    if isinstance(data, DataLoader):
+        batch_size, data = data.batch_size or batch_size, data.dataset
+    known_classes, n_items = _classes_and_size(data, image_size, synthetic_n)
+    num_classes = num_classes if num_classes is not None else known_classes
+    head = find_head(model)
+    new_head = num_classes is not None and (head is None or head[1].out_features != num_classes)
+    if not new_head and not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            "nothing to train: every parameter is frozen; untick a module or call "
+            "unfreeze(model, 'fc')"
+        )
+    per_epoch = max(1, math.ceil(math.ceil(n_items / nproc) / batch_size))
+    planned = epochs if steps is None else math.ceil(steps / per_epoch)
+    head_path = head[0] if new_head and head is not None else None
+    schedule = _resolve_schedule(model, unfreeze_schedule, planned, head_path)
+    if strategy == "ddp" and not isinstance(data, (str, Path)):
+        _refuse_unused_trainable(model, data, image_size)
+
+    out = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fw-dist-"))
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        job = JobConfig(
+            out_dir=str(out),
+            spec_json=FreezeSpec.from_model(model, bn=bn).to_json(),
+            strategy=strategy,
+            epochs=epochs,
+            steps=steps,
+            batch_size=batch_size,
+            lr=float(lr),
+            optimizer=optimizer.lower(),
+            image_size=image_size,
+            num_classes=num_classes if new_head else None,
+            synthetic_n=synthetic_n,
+            seed=seed,
+            data=_data_ref(data, out),
+            model_file=str(out / "model.pt"),
+            schedule=schedule,
+            save_rank_states=keep_rank_states,
+            timeout_s=float(timeout_s),
+        )
+        _save_model(model, out / "model.pt")
+        t0 = time.perf_counter()
+        result = launch(job, nproc, timeout_s)
+        report = DistributedFineTuneReport.from_dict(result)
+        report.launch_seconds = time.perf_counter() - t0
+        state = torch.load(out / "state.pt", weights_only=True)
+    finally:
+        if workdir is None:
+            shutil.rmtree(out, ignore_errors=True)
+    # Success: now (and only now) the caller's model changes, as finetune would change it.
+    if new_head and num_classes is not None:
+        report.head_replaced = replace_head(model, num_classes, seed)
+    report.num_classes = num_classes
+    _apply_to_caller(model, report, state, bn)
+    return report
+
+
+def _apply_to_caller(
+    model: nn.Module, report: DistributedFineTuneReport, state: dict[str, torch.Tensor], bn: Any
+) -> None:
+    """The BatchNorm policy, the unfrozen groups and the trained weights, in place."""
+    if bn is not None:
+        set_bn_policy(model, bn)
+    for event in report.unfreeze_events:
+        unfreeze(model, event.group)
+    _load_into(model, state)

@@ -1,0 +1,78 @@
+"""The classification head (find it, replace it for a new class count) and the optimizer table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .._helpers import set_submodule
+
+__all__ = ["OPTIMIZERS", "find_head", "make_optimizer", "replace_head", "trainable_parameters"]
+
+#: The optimizers :func:`~freeze_widgets.training.finetune` accepts, by lower-case name.
+OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float], torch.optim.Optimizer]] = {
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+}
+
+
+def make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """The optimizer ``name`` (any case, a key of :data:`OPTIMIZERS`) over ``params``."""
+    return OPTIMIZERS[name.lower()](params, lr)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters with ``requires_grad`` (tied ones once)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def find_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The classification head: ``fc``, the last Linear in ``classifier``/``head(s)``, or the
+    last ``nn.Linear`` anywhere in the model. None if the model has no Linear layer."""
+    for attr in ("fc", "classifier", "head", "heads"):
+        mod = getattr(model, attr, None)
+        if isinstance(mod, nn.Linear):
+            return attr, mod
+        if isinstance(mod, nn.Module):
+            linears = [(n, m) for n, m in mod.named_modules() if isinstance(m, nn.Linear)]
+            if linears:
+                name, lin = linears[-1]
+                return f"{attr}.{name}", lin
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def replace_head(model: nn.Module, num_classes: int, seed: int) -> str | None:
+    """Swap the head for a fresh trainable ``nn.Linear`` with ``num_classes`` outputs.
+
+    The new layer is seeded with ``seed`` (the global RNG is left as it was), and placed on the
+    old head's device and dtype, in its mode.
+
+    Returns:
+        A sentence saying what was replaced, or None if the head already had ``num_classes``.
+
+    Raises:
+        ValueError: the model has no ``nn.Linear`` to replace.
+    """
+    found = find_head(model)
+    if found is None:
+        raise ValueError(
+            f"num_classes={num_classes} but the model has no nn.Linear head to replace; "
+            "give a model whose output already has that many classes"
+        )
+    path, old = found
+    if old.out_features == num_classes:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    new.to(device=old.weight.device, dtype=old.weight.dtype)
+    new.train(old.training)
+    set_submodule(model, path, new)
+    return (
+        f"{path}: Linear({old.in_features}->{old.out_features}) replaced by "
+        f"Linear({new.in_features}->{num_classes})"
+    )

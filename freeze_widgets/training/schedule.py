@@ -1,0 +1,111 @@
+"""Gradual unfreezing: which groups to release at which epoch, and releasing one mid-training.
+
+An optimizer built before unfreezing never updates the new parameters, so
+:func:`unfreeze_group` adds them as a param group of the running optimizer
+(docs/design.md, trap 3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..freezing import top_level_groups, unfreeze
+
+__all__ = ["ULMFIT_LR_FACTOR", "group_params", "resolve_schedule", "unfreeze_group"]
+
+#: Each gradually unfrozen group trains at ``lr / ULMFIT_LR_FACTOR**k`` (k = 1, 2, ...), the
+#: discriminative factor of ULMFiT (Howard & Ruder, 2018): layers further from the head get
+#: smaller steps.
+ULMFIT_LR_FACTOR = 2.6
+
+
+def resolve_schedule(model: nn.Module, schedule: Any, epochs: int) -> dict[int, list[str]]:
+    """Map 1-based epoch -> groups to unfreeze at its start.
+
+    Args:
+        model: The model the group names refer to.
+        schedule: None, ``"gradual"`` (one more frozen top-level group per epoch, from the end
+            of the model backwards), a list (entry i at epoch i + 2) or a dict {epoch: names}.
+        epochs: Epochs the run will have (bounds the ``"gradual"`` schedule).
+
+    Raises:
+        TypeError: ``schedule`` has none of these forms.
+        ValueError: a name not in the model, or an epoch below 1.
+    """
+    if schedule is None:
+        return {}
+    groups = top_level_groups(model)
+    if schedule == "gradual":
+        frozen = [g for g in groups if not any(p.requires_grad for p in group_params(model, g))]
+        # From the top of the model (its end) backwards, one group per epoch after the first.
+        order = list(reversed(frozen))
+        return {e: [order[e - 2]] for e in range(2, epochs + 1) if e - 2 < len(order)}
+    if isinstance(schedule, dict):
+        items = {int(k): v for k, v in schedule.items()}
+    elif isinstance(schedule, (list, tuple)):
+        items = {i + 2: v for i, v in enumerate(schedule)}
+    else:
+        raise TypeError(
+            "unfreeze_schedule must be None, 'gradual', a list of group names (entry i is "
+            "unfrozen at the start of epoch i + 2) or a dict {epoch: names}; "
+            f"got {schedule!r}"
+        )
+    out: dict[int, list[str]] = {}
+    for epoch, value in items.items():
+        names = [value] if isinstance(value, str) else list(value or [])
+        for name in names:
+            _check_group_name(model, name, groups)
+        if epoch < 1:
+            raise ValueError(f"unfreeze_schedule epochs are 1-based; got {epoch}")
+        if names:
+            out[epoch] = names
+    return out
+
+
+def _check_group_name(model: nn.Module, name: str, groups: list[str]) -> None:
+    """Raise a ValueError unless ``name`` is a submodule or a parameter ("" is the model)."""
+    if not name:
+        return
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        try:
+            model.get_parameter(name)
+        except AttributeError:
+            raise ValueError(
+                f"unfreeze_schedule names {name!r}, which is not in the model; "
+                f"top-level groups are: {', '.join(groups)}"
+            ) from None
+
+
+def group_params(model: nn.Module, group: str) -> list[nn.Parameter]:
+    """The parameters of submodule ``group``, or the single parameter of that name."""
+    try:
+        return list(model.get_submodule(group).parameters())
+    except AttributeError:
+        return [model.get_parameter(group)]
+
+
+def unfreeze_group(
+    model: nn.Module, optimizer: torch.optim.Optimizer, group: str, lr: float
+) -> int:
+    """Unfreeze ``group`` and add its parameters new to ``optimizer`` as one param group.
+
+    Parameters already in the optimizer (tied ones, or a group released twice) are not added
+    again. A model in training mode puts the released BatchNorm layers back in training mode.
+
+    Returns:
+        The number of parameter tensors added to the optimizer.
+    """
+    unfreeze(model, group)
+    if model.training:
+        model.train()  # the released BatchNorm layers leave the eval mode their policy kept
+    known = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    trainable = [p for p in group_params(model, group) if p.requires_grad]
+    new = [p for p in dict.fromkeys(trainable) if id(p) not in known]
+    if new:
+        optimizer.add_param_group({"params": new, "lr": lr})
+    return len(new)

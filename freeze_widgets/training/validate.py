@@ -1,0 +1,121 @@
+"""Checks :func:`~freeze_widgets.training.finetune` makes before it trains, and the rollback.
+
+A fine-tune that fails on its first batch (labels beyond the head, images the model cannot take)
+must not leave a new random head in the user's model: the data is checked against the model
+with one forward pass on one small batch, in eval mode without gradients, and every change made
+while preparing (head replacement, BatchNorm policy) is undone if anything fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from .._helpers import preserved_modes
+from .data import labels_of, split_batch
+
+__all__ = ["check_materialized", "check_one_batch", "rolled_back_on_error"]
+
+_SAMPLE = 2  # eval mode makes one forward batch-independent; two items keep BatchNorm1d happy
+
+
+def check_materialized(model: nn.Module, action: str) -> None:
+    """A clear error for a structure-only (meta device) model, before anything else."""
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise ValueError(
+            f"cannot {action} a model on the meta device: it has a structure but no weights. "
+            "Load it with weights (load_model(name) without device='meta'), or materialize it "
+            "with model.to_empty(device='cpu') and then model.load_state_dict(...)."
+        )
+
+
+def check_one_batch(model: nn.Module, loader: DataLoader[Any], num_classes: int | None) -> None:
+    """Labels within ``num_classes`` and one forward pass on two items of the data.
+
+    Raises:
+        ValueError: labels outside ``[0, num_classes)``, or the model fails on the inputs or
+            returns something that is not ``(batch, classes)`` logits.
+    """
+    dataset = loader.dataset
+    labels = labels_of(dataset) if not isinstance(dataset, IterableDataset) else None
+    if labels is not None and labels.numel() and num_classes is not None:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"the data's labels run from {low} to {high}, but num_classes={num_classes}: "
+                f"pass num_classes={max(high + 1, num_classes)} (or leave it None to infer it)"
+            )
+    sample = _sample_batch(loader)
+    if sample is not None:
+        _forward_once(model, sample, num_classes)
+
+
+def _sample_batch(loader: DataLoader[Any]) -> Any:
+    """Two items collated like the loader does, without touching its shuffling generator."""
+    dataset = loader.dataset
+    if isinstance(dataset, IterableDataset):
+        return None
+    try:
+        n = min(_SAMPLE, len(dataset))  # type: ignore[arg-type]
+        items = [dataset[i] for i in range(n)]
+    except (TypeError, IndexError, KeyError):
+        return None
+    return loader.collate_fn(items) if items else None
+
+
+def _forward_once(model: nn.Module, batch: Any, num_classes: int | None) -> None:
+    x, y = split_batch(batch)
+    device = next(iter(model.parameters())).device
+    try:
+        with preserved_modes(model, eval_inside=True), torch.no_grad():
+            out = model(x.to(device))
+    except Exception as exc:  # any failure means the data does not fit the model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"the model cannot take the data: one forward pass on inputs of shape "
+            f"{tuple(x.shape)} failed with {type(exc).__name__}: {first[:200]}. Check the "
+            "image size and channels (image_size=, or a dataset shaped like the model's input)."
+        ) from exc
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"finetune trains classifiers: the model must return (batch, classes) logits; it "
+            f"returned {shape}"
+        )
+    if num_classes is not None and out.shape[1] != num_classes:
+        raise ValueError(
+            f"the model returns {out.shape[1]} classes but num_classes={num_classes}, and no "
+            "replaceable nn.Linear head was found: give the model a final nn.Linear or pass "
+            f"num_classes={out.shape[1]}"
+        )
+    del y
+
+
+@contextlib.contextmanager
+def rolled_back_on_error(model: nn.Module) -> Iterator[None]:
+    """Undo module replacements and BatchNorm policy changes if the block raises."""
+    children = {name: dict(mod.named_children()) for name, mod in model.named_modules()}
+    modes = {mod: mod.training for mod in model.modules()}
+    grads = {p: p.requires_grad for p in model.parameters()}
+    train_attrs = {mod: mod.__dict__.get("train") for mod in model.modules()}
+    try:
+        yield
+    except BaseException:
+        for path, kids in children.items():
+            parent = model.get_submodule(path) if path else model
+            for name, child in kids.items():
+                setattr(parent, name, child)
+        for mod, mode in modes.items():
+            mod.training = mode
+            if train_attrs[mod] is None:
+                mod.__dict__.pop("train", None)
+            else:
+                mod.__dict__["train"] = train_attrs[mod]
+        for p, flag in grads.items():
+            p.requires_grad_(flag)
+        raise
