@@ -86,7 +86,7 @@ def plot_svg(losses: list[float], accs: list[float]) -> str:
         f'<svg class="fw-plot" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
         f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="loss and accuracy per step" style="font:11px var(--jp-ui-font-family,'
-        f'sans-serif);background:transparent">'
+        f'sans-serif);color:{_TEXT};background:transparent">'
     ]
     for value in _value_ticks(low, high):
         y = y_loss(value)
@@ -106,7 +106,7 @@ def plot_svg(losses: list[float], accs: list[float]) -> str:
             f'y2="{HEIGHT - _BOTTOM + 4}" stroke="{_MUTED}"/>'
         )
         parts.append(_text(x, HEIGHT - _BOTTOM + 15, str(step), "middle", _MUTED))
-    parts.append(_text(_LEFT + inner_w / 2, HEIGHT - 3, "step", "middle", _MUTED))
+    parts.append(_text(_LEFT + inner_w / 2, HEIGHT - 3, "step", "middle"))
     parts.append(_text(_LEFT, 13, "loss (each step)", "start", LOSS_COLOUR))
     parts.append(_text(WIDTH - _RIGHT, 13, "accuracy (each step's batch)", "end", ACC_COLOUR))
     steps = [float(i) for i in range(1, n + 1)]
