@@ -45,7 +45,7 @@ def test_svg_plot_follows_the_theme_and_has_no_fractional_step_ticks() -> None:
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert "var(--jp-ui-font-color1" in svg and "background:transparent" in svg
     assert "<image" not in svg and "#fff" not in svg.lower()
-    labels = re.findall(r'text-anchor="middle" fill="[^"]+">([^<]+)</text>', svg)
+    labels = re.findall(r'text-anchor="middle" style="[^"]+">([^<]+)</text>', svg)
     step_labels = [label for label in labels if label != "step"]
     assert step_labels and all(label.isdigit() for label in step_labels)
     assert plot_svg([], []) == ""

@@ -2,6 +2,7 @@
 
 A raster plot is blurry when the browser scales it, and a white figure is a bright block in a
 dark theme; an SVG drawn with JupyterLab's CSS variables avoids both. Step ticks are integers.
+Colours go in ``style`` (CSS), not in presentation attributes, so ``var(...)`` is resolved.
 """
 
 from __future__ import annotations
@@ -46,14 +47,14 @@ def _value_ticks(low: float, high: float) -> list[float]:
 def _polyline(xs: list[float], ys: list[float], colour: str, label: str) -> str:
     points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
     return (
-        f'<polyline class="{label}" fill="none" stroke="{colour}" stroke-width="1.5" '
+        f'<polyline class="{label}" style="fill:none;stroke:{colour}" stroke-width="1.5" '
         f'stroke-linejoin="round" points="{points}"/>'
     )
 
 
 def _text(x: float, y: float, text: str, anchor: str, colour: str = _TEXT) -> str:
     return (
-        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{colour}">'
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" style="fill:{colour}">'
         f"{html.escape(text)}</text>"
     )
 
@@ -92,7 +93,7 @@ def plot_svg(losses: list[float], accs: list[float]) -> str:
         y = y_loss(value)
         parts.append(
             f'<line x1="{_LEFT}" x2="{WIDTH - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
-            f'stroke="{_GRID}" stroke-width="0.5"/>'
+            f'style="stroke:{_GRID}" stroke-width="0.5"/>'
         )
         parts.append(_text(_LEFT - 4, y + 4, f"{value:.3g}", "end", LOSS_COLOUR))
     for value in (0.0, 0.5, 1.0):
@@ -103,7 +104,7 @@ def plot_svg(losses: list[float], accs: list[float]) -> str:
         x = x_of(step)
         parts.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{HEIGHT - _BOTTOM}" '
-            f'y2="{HEIGHT - _BOTTOM + 4}" stroke="{_MUTED}"/>'
+            f'y2="{HEIGHT - _BOTTOM + 4}" style="stroke:{_MUTED}"/>'
         )
         parts.append(_text(x, HEIGHT - _BOTTOM + 15, str(step), "middle", _MUTED))
     parts.append(_text(_LEFT + inner_w / 2, HEIGHT - 3, "step", "middle"))
