@@ -91,6 +91,7 @@ def test_panels_render_whole_words_and_theme_coloured_plot(tmp_path: Path) -> No
         )
         page.wait_for_timeout(500)
         dark = page.evaluate(_PLOT_JS)
+        page.locator(".fw-plot").first.scroll_into_view_if_needed()
         lab.screenshot("panels-dark")
     assert light is not None and dark is not None and light["width"] > 300
     # Text follows the theme: dark on the light theme, light on the dark one.

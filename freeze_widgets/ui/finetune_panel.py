@@ -133,8 +133,8 @@ def data_description(data: Any, num_classes: int, image_size: int) -> str:
         return (
             f"Data: synthetic shapes ({DEFAULT_SYNTHETIC_N} generated {image_size}x{image_size} "
             f"images of stripes, discs, squares, rings..., {num_classes} classes), not your "
-            "data. To train on your own, pass data= (a Dataset, DataLoader or ImageFolder "
-            "path) to FineTunePanel or finetune()."
+            "data. To train on your own, pass data= (a Dataset, a DataLoader, an ImageFolder "
+            "path, or 'digits') to FineTunePanel or finetune()."
         )
     if data == "digits":
         return (
