@@ -164,3 +164,29 @@ def test_re_export_shows_new_bytes_and_bad_arguments(tmp_path: Path) -> None:
         open_view(tmp_path / "missing.onnx")
     with pytest.raises(TypeError, match="path"):
         open_view(None)  # type: ignore[arg-type]
+
+
+def test_external_data_outside_the_folder_is_not_served(tmp_path: Path) -> None:
+    import onnx
+    from onnx import helper
+
+    write(tmp_path / "secret.txt", b"password")
+    tensor = helper.make_tensor("w", onnx.TensorProto.FLOAT, [1], [0.0])
+    tensor.ClearField("float_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "../secret.txt"
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["y"])],
+        "g",
+        [],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        [tensor],
+    )
+    path = tmp_path / "models" / "evil.onnx"
+    path.parent.mkdir()
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    with open_view(path) as view:
+        for request in ("/data/../secret.txt", "/data/..%2Fsecret.txt", "/data/secret.txt"):
+            status, body = fetch(view.port, request)
+            assert status == 404 and b"password" not in body, request
