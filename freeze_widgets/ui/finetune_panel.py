@@ -178,35 +178,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         self._get_bn_policy = get_bn_policy
         self._data = data
         self._image_size = image_size
-        style = {"description_width": "initial"}
-        self.epochs = widgets.BoundedIntText(1, min=1, max=1000, description="epochs", style=style)
-        self.steps = widgets.BoundedIntText(
-            0, min=0, max=1_000_000, description="steps (0 = all)", style=style
-        )
-        self.lr = widgets.BoundedFloatText(1e-3, min=1e-8, max=10.0, description="lr", style=style)
-        self.batch_size = widgets.BoundedIntText(
-            32, min=1, max=4096, description="batch", style=style
-        )
-        self.num_classes = widgets.BoundedIntText(
-            DEFAULT_SYNTHETIC_CLASSES if data is None else 0,
-            min=0,
-            max=100_000,
-            description="classes (0 = from data)",
-            style=style,
-        )
-        self.processes = widgets.BoundedIntText(
-            1,
-            min=1,
-            max=64,
-            description="processes",
-            style=style,
-            tooltip="More than 1 runs the same verified run in local worker processes (DDP)",
-        )
-        self.processes.add_class("fw-finetune-nproc")
-        if not _finetune_takes("nproc"):
-            self.processes.layout.display = "none"
-        for control in (self.epochs, self.lr, self.batch_size, self.processes):
-            control.layout.width = "150px"
+        self._make_controls(data)
         self.data_note = widgets.HTML(
             f"<small>{html.escape(data_description(data, int(self.num_classes.value), image_size))}"
             "</small>"
@@ -251,6 +223,38 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         self.run_button.on_click(self._on_run)
         self.stop_button.on_click(self._on_stop)
         self.refresh_state()
+
+    def _make_controls(self, data: Any) -> None:
+        """The run's settings; "processes" shows only where finetune() takes ``nproc``."""
+        style = {"description_width": "initial"}
+        self.epochs = widgets.BoundedIntText(1, min=1, max=1000, description="epochs", style=style)
+        self.steps = widgets.BoundedIntText(
+            0, min=0, max=1_000_000, description="steps (0 = all)", style=style
+        )
+        self.lr = widgets.BoundedFloatText(1e-3, min=1e-8, max=10.0, description="lr", style=style)
+        self.batch_size = widgets.BoundedIntText(
+            32, min=1, max=4096, description="batch", style=style
+        )
+        self.num_classes = widgets.BoundedIntText(
+            DEFAULT_SYNTHETIC_CLASSES if data is None else 0,
+            min=0,
+            max=100_000,
+            description="classes (0 = from data)",
+            style=style,
+        )
+        self.processes = widgets.BoundedIntText(
+            1,
+            min=1,
+            max=64,
+            description="processes",
+            style=style,
+            tooltip="More than 1 runs the same verified run in local worker processes (DDP)",
+        )
+        self.processes.add_class("fw-finetune-nproc")
+        if not _finetune_takes("nproc"):
+            self.processes.layout.display = "none"
+        for control in (self.epochs, self.lr, self.batch_size, self.processes):
+            control.layout.width = "150px"
 
     # ------------------------------------------------------------------ public
 
