@@ -36,9 +36,13 @@ def test_click_run_shows_verification_and_figures() -> None:
     assert 'class="fw-verify"' in html
     assert "all 8 frozen parameter tensors bitwise unchanged; 2 trainable changed" in html
     assert "<details>" in html and "MOVED" not in html
-    assert "samples/s" in html and "final loss" in html
+    assert "samples/s" in html and "loss, last step" in html
     assert panel.progress.value == panel.progress.max == 4
-    assert panel.plot.value[:4] == b"\x89PNG"
+    svg = panel.plot.value
+    assert svg.startswith("<svg") and panel.plot.layout.display == ""
+    # One point per step on each curve, loss values as recorded in the report.
+    loss_points = svg.split('class="fw-plot-loss"')[1].split('points="')[1].split('"')[0]
+    assert len(loss_points.split()) == len(report.step_loss) == 4
     assert not panel.run_button.disabled and panel.stop_button.disabled
 
 

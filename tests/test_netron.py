@@ -84,8 +84,9 @@ def test_server_serves_page_and_model_bytes(
     assert server.url == f"http://localhost:{server.port}/"
     status, page = get(f"http://127.0.0.1:{server.port}/")
     assert status == 200
-    # Netron's page learns which file to fetch from this meta tag, then GETs /data/<name>.
-    assert b'<meta name="file" content="/data/model.onnx">' in page
+    # Netron's page learns which file to fetch from this meta tag, then GETs data/<name>
+    # relative to its own URL (so the same page works under a proxy prefix).
+    assert b'<meta name="file" content="data/model.onnx">' in page
     status, data = get(f"http://127.0.0.1:{server.port}/data/model.onnx")
     assert status == 200
     assert data == model_file.read_bytes()

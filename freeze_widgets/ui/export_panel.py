@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import html
 import inspect
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,67 +14,40 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from .._helpers import named_parameters_of
-from ..export import ExportReport, bind, export_onnx, export_torchscript
-from ..netron import start_netron, stop_netron
+from ..export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
+from ..netron import NetronView, open_view
 from .background import BackgroundWork
+from .export_args import (
+    ArgRow,
+    default_input_shape,
+    example_text,
+    forward_module,
+    initial_modes,
+    model_params,
+    parse_bound_value,
+    parse_example,
+    parse_shape,
+    positional_parameter,
+)
 from .messages import MessageArea
-from .netron_view import colab_output, show_netron
+from .netron_view import colab_output
+from .panel_common import busy_line, close_widget_tree, meta_tooltip, on_meta_device
 
-__all__ = ["ExportPanel", "default_input_shape", "parse_bound_value", "parse_shape"]
+__all__ = [
+    "ExportPanel",
+    "default_input_shape",
+    "parse_bound_value",
+    "parse_example",
+    "parse_shape",
+    "report_html",
+]
 
 EXPORTERS = {
     "ONNX (dynamo)": "dynamo",
     "ONNX (TorchScript exporter)": "torchscript",
     "TorchScript + jit.freeze (.pt)": "jit",
 }
-
-
-def default_input_shape(model: nn.Module) -> tuple[int, ...]:
-    """A plausible example shape from the first layer (batch 2: size-1 dims get specialised)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return (2, module.in_channels, 224, 224)
-        if isinstance(module, nn.Conv1d):
-            return (2, module.in_channels, 128)
-        if isinstance(module, nn.Conv3d):
-            return (2, module.in_channels, 8, 64, 64)
-        if isinstance(module, nn.Linear):
-            return (2, module.in_features)
-    return (2, 16)
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"2, 3, 224, 224"`` -> ``(2, 3, 224, 224)``."""
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
-    except ValueError:
-        raise ValueError(
-            f"shape {text!r} is not a list of integers such as '2, 3, 224, 224'"
-        ) from None
-    if not shape or any(d <= 0 for d in shape):
-        raise ValueError(
-            f"shape {text!r} needs one or more positive sizes, such as '2, 3, 224, 224'"
-        )
-    return shape
-
-
-def parse_bound_value(name: str, text: str, namespace: dict[str, Any] | None = None) -> Any:
-    """A bound argument's value: a notebook variable by name, or a Python literal.
-
-    Raises:
-        ValueError: neither a variable in ``namespace`` nor a literal; the message says both.
-    """
-    text = text.strip()
-    if namespace is not None and text.isidentifier() and text in namespace:
-        return namespace[text]
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise ValueError(
-            f"{name}: {text!r} is neither a literal (True, 0.5, None, 'text') nor a variable "
-            "defined in the notebook"
-        ) from None
+_RUN_TOOLTIP = "Export, then check the file and compare it with PyTorch"
 
 
 def _user_namespace() -> dict[str, Any] | None:
@@ -86,41 +59,11 @@ def _user_namespace() -> dict[str, Any] | None:
     return None if shell is None else dict(shell.user_ns)
 
 
-class _ArgRow(widgets.HBox):
-    """One forward() argument: input (with an example shape) or bound (to a value)."""
-
-    def __init__(self, param: inspect.Parameter, shape: tuple[int, ...] | None) -> None:
-        self.param = param
-        required = param.default is inspect.Parameter.empty
-        self.mode = widgets.ToggleButtons(
-            options=["input", "bound"],
-            value="input" if required else "bound",
-            style={"button_width": "60px"},
-        )
-        default = "" if required else repr(param.default)
-        self.shape_text = ", ".join(str(d) for d in shape) if shape else "2, 16"
-        self.value = widgets.Text(
-            value=self.shape_text if required else default,
-            layout=widgets.Layout(width="260px"),
-        )
-        self.hint = widgets.HTML()
-        self.mode.observe(self._on_mode, names="value")
-        label = widgets.HTML(f"<code>{html.escape(param.name)}</code>", layout={"width": "140px"})
-        super().__init__([label, self.mode, self.value, self.hint])
-        self.add_class("fw-arg-row")
-        self._on_mode({"new": self.mode.value})
-
-    def _on_mode(self, change: dict[str, Any]) -> None:
-        if change["new"] == "input":
-            self.hint.value = "<small>example shape (batch first)</small>"
-            if not self.value.value or not self.value.value[0].isdigit():
-                self.value.value = self.shape_text
-        else:
-            self.hint.value = "<small>literal or notebook variable</small>"
-
-
 class ExportPanel(BackgroundWork, widgets.VBox):
     """The export controls and the last report; the Netron button shows the last export.
+
+    A model whose forward has named arguments gets one row per argument; one with only
+    ``*args`` (or wrapped so) gets one row per example tensor, with a button to add more.
 
     Args:
         get_model: Returns the model to export (called when Export is clicked).
@@ -146,8 +89,17 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         self.path.add_class("fw-export-path")
         self.exporter = widgets.Dropdown(options=list(EXPORTERS), description="exporter")
         self.exporter.observe(self._on_exporter, names="value")
-        shape = default_input_shape(model)
-        self.args = [_ArgRow(p, shape) for p in named_parameters_of(model.forward)]
+        self._shape = default_input_shape(model)
+        self.positional = not model_params(model)
+        self.args = self._make_rows(model)
+        self.args_box = widgets.VBox(list(self.args))
+        self.add_input = widgets.Button(
+            description="add input",
+            icon="plus",
+            tooltip="forward() takes *args: one row per example tensor",
+            layout=widgets.Layout(display="" if self.positional else "none"),
+        )
+        self.add_input.on_click(self._on_add_input)
         self.run_button = widgets.Button(description="Export", icon="download")
         self.run_button.add_class("fw-export-run")
         self.netron_button = widgets.Button(
@@ -162,14 +114,16 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         self.messages = MessageArea()
         self.last_report: ExportReport | None = None
         self.last_error: BaseException | None = None
-        self._netron_paths: set[str] = set()
+        self._netron: NetronView | None = None
+        self._closed = False
         heading = widgets.HTML(
             "<b>forward() arguments</b>: inputs become graph inputs, bound ones constants"
         )
         super().__init__(
             [
                 heading,
-                *self.args,
+                self.args_box,
+                self.add_input,
                 widgets.HBox([self.path, self.exporter]),
                 widgets.HBox([self.run_button, self.netron_button, self.status]),
                 self.messages,
@@ -181,8 +135,27 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         self.add_class("fw-export")
         self.run_button.on_click(self._on_run)
         self.netron_button.on_click(self._on_netron)
+        self.refresh_state(model)
+
+    def _make_rows(self, model: nn.Module) -> list[ArgRow]:
+        if self.positional:
+            shape = ", ".join(map(str, self._shape))
+            return [ArgRow(positional_parameter(0), "input", shape)]
+        params = model_params(model)
+        modes = initial_modes(params)
+        return [ArgRow(p, modes[p.name], example_text(p.name, model, self._shape)) for p in params]
 
     # ------------------------------------------------------------------ public
+
+    def refresh_state(self, model: nn.Module | None = None) -> None:
+        """Enable Export, or disable it with the reason (a structure-only model has no weights)."""
+        model = self._get_model() if model is None else model
+        if on_meta_device(model):
+            self.run_button.disabled = True
+            self.run_button.tooltip = meta_tooltip("export")
+        else:
+            self.run_button.disabled = self.running
+            self.run_button.tooltip = _RUN_TOOLTIP
 
     def arguments(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(example inputs by name, bound values by name) from the rows, validated."""
@@ -192,51 +165,114 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         for row in self.args:
             name = row.param.name
             if row.mode.value == "input":
-                inputs[name] = torch.randn(*parse_shape(row.value.value))
+                inputs[name] = parse_example(name, row.value.value, namespace)
             else:
                 bound[name] = parse_bound_value(name, row.value.value, namespace)
         if not inputs:
             raise ValueError("every argument is bound: mark at least one as an input")
         return inputs, bound
 
+    def export_target(
+        self, model: nn.Module, inputs: dict[str, Any], bound: dict[str, Any]
+    ) -> nn.Module:
+        """What is exported: the unwrapped model, with bound arguments fixed.
+
+        DataParallel / DDP / ``torch.compile`` wrappers are unwrapped (same parameters). A
+        ``*args`` forward gets named stand-ins ``input_0``, ``input_1``, ... passed positionally.
+        Arguments after the last input or non-default bound value are left out of the call, so
+        they keep their defaults: transformers' decorators inject ``use_cache`` by keyword and
+        a positional value for it would collide (docs/design.md, trap 16).
+        """
+        inner = forward_module(model)
+        if self.positional:
+            params = [positional_parameter(i) for i in range(len(self.args))]
+            return BoundModule(inner, inspect.Signature(params), bound)
+        checked = bind(inner, **bound)  # validates names and constants
+        params = model_params(inner)
+        used = [
+            i
+            for i, p in enumerate(params)
+            if p.name in inputs or (p.name in bound and not _is_default(p, bound[p.name]))
+        ]
+        keep = params[: max(used) + 1] if used else params
+        if len(keep) == len(params):
+            return checked
+        kept = {p.name for p in keep}
+        prefix_bound = {name: value for name, value in bound.items() if name in kept}
+        return BoundModule(inner, inspect.Signature(keep), prefix_bound)
+
     def run(self, block: bool = False) -> None:
         """Export in a background thread (the notebook stays responsive)."""
         if self.running:
+            self.messages.info("an export is already running; wait for it to end")
             return
         self.messages.clear()
+        if on_meta_device(self._get_model()):
+            self.refresh_state()
+            self.messages.info(meta_tooltip("export"))
+            return
         self.status.value = "exporting..."
         self.run_button.disabled = True
-        self._start("fw-export", block)
+        if not self._start("fw-export", block):
+            self.run_button.disabled = False
+            self.status.value = ""
+            self.messages.info(busy_line(self.busy))
 
     def show_netron(self) -> None:
-        """Show the last export in Netron (server on 127.0.0.1) inside the panel."""
+        """Show the last export in Netron (its own server on 127.0.0.1) inside the panel."""
         if self.last_report is None:
             raise RuntimeError("nothing exported yet: click Export first")
-        path = str(self.last_report.path)
-        server = start_netron(path)
-        self._netron_paths.add(path)
-        if colab_output() is not None:
+        view = open_view(self.last_report.path)
+        # Open the new view before releasing the old: same file keeps its server running.
+        old, self._netron = self._netron, view
+        if old is not None:
+            old.close()
+        colab = colab_output()
+        if colab is not None:
             # Colab serves the kernel's port itself, as a frame in the cell output.
-            show_netron(path)
+            colab.serve_kernel_port_as_iframe(view.port, height="560")
             return
-        url = server.url
+        name = html.escape(view.path.name)
         self.netron_view.value = (
-            f'<iframe src="{html.escape(url)}" title="Netron: {html.escape(Path(path).name)}" '
+            f'<iframe src="{html.escape(view.url)}" title="Netron: {name}" '
             'style="width:100%;height:560px;border:1px solid var(--jp-border-color2,#ccc)">'
             "</iframe>"
         )
 
+    def release_netron(self) -> None:
+        """Release this panel's Netron view (its server stops unless another view uses it)."""
+        if self._netron is not None:
+            self._netron.close()
+            self._netron = None
+        self.netron_view.value = ""
+
     def shutdown(self) -> None:
-        """Stop the Netron servers this panel started."""
-        for path in self._netron_paths:
-            stop_netron(path)
-        self._netron_paths.clear()
+        """Release the Netron view (kept for callers of the earlier API)."""
+        self.release_netron()
+
+    def close(self) -> None:
+        """Release the Netron view and close every widget of the panel.
+
+        An export already running cannot be interrupted: it finishes in its thread, and its
+        result is dropped.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.release_netron()
+        close_widget_tree(self)
+        super().close()
 
     # ------------------------------------------------------------------ handlers
 
     def _on_exporter(self, change: dict[str, Any]) -> None:
         suffix = ".pt" if EXPORTERS[change["new"]] == "jit" else ".onnx"
         self.path.value = str(Path(self.path.value).with_suffix(suffix))
+
+    def _on_add_input(self, _button: Any) -> None:
+        shape = ", ".join(map(str, self._shape))
+        self.args.append(ArgRow(positional_parameter(len(self.args)), "input", shape))
+        self.args_box.children = tuple(self.args)
 
     def _on_run(self, _button: Any) -> None:
         self.run(block=False)
@@ -250,14 +286,15 @@ class ExportPanel(BackgroundWork, widgets.VBox):
     def _work(self) -> None:
         try:
             inputs, bound = self.arguments()
-            model = self._get_model()
-            target = bind(model, **bound) if bound else model
+            target = self.export_target(self._get_model(), inputs, bound)
             path = Path(self.path.value).expanduser()
             kind = EXPORTERS[self.exporter.value]
             if kind == "jit":
                 report = export_torchscript(target, inputs, path, method="trace")
             else:
                 report = export_onnx(target, inputs, path, exporter=kind)  # type: ignore[arg-type]
+            if self._closed:
+                return
             self.last_report = report
             self.report_view.value = report_html(report)
             self.netron_button.disabled = False
@@ -271,14 +308,37 @@ class ExportPanel(BackgroundWork, widgets.VBox):
             self.run_button.disabled = False
 
 
+def _is_default(param: inspect.Parameter, value: Any) -> bool:
+    """True when ``value`` is the parameter's own default (so binding it changes nothing)."""
+    if param.default is inspect.Parameter.empty:
+        return False
+    if value is param.default:
+        return True
+    try:
+        return type(value) is type(param.default) and bool(value == param.default)
+    except Exception:  # tensors and other values without a plain truth value
+        return False
+
+
+_RATIO = re.compile(r"\(([^()]*)x\)$")
+
+
+def _explain(label: str, value: str, runtime: str) -> str:
+    """Name the latency ratio: "(0.63x)" alone does not say which time is divided by which."""
+    if not label.startswith("latency"):
+        return value
+    return _RATIO.sub(lambda m: f"(ratio {runtime} time / PyTorch time: {m.group(1)}x)", value)
+
+
 def report_html(report: ExportReport) -> str:
     """The report as a table, with a ``data-parity`` marker for scripts and browser tests."""
     parity = "ok" if report.ok else "fail"
     worst = max((p.max_abs for p in report.parity), default=float("nan"))
     colour = "var(--jp-success-color1,#2e7d32)" if report.ok else "var(--jp-error-color1,#c62828)"
+    runtime = "onnxruntime" if report.exporter.startswith("onnx") else "TorchScript"
     body = "".join(
         f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(label)}</th>"
-        f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+        f"<td style='text-align:left'>{html.escape(_explain(label, value, runtime))}</td></tr>"
         for label, value in report.to_rows()
     )
     return (

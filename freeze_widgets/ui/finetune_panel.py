@@ -8,7 +8,8 @@ a script with ``finetune(model, ...)``.
 from __future__ import annotations
 
 import html
-import io
+import inspect
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from torch import nn
 from ..training import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_SYNTHETIC_CLASSES,
+    DEFAULT_SYNTHETIC_N,
     FineTuneReport,
     StepEvent,
     VerificationRow,
@@ -27,11 +29,14 @@ from ..training import (
 )
 from .background import BackgroundWork
 from .messages import MessageArea
+from .panel_common import busy_line, close_widget_tree, meta_tooltip, on_meta_device
+from .plot_svg import plot_svg
 
-__all__ = ["FineTunePanel", "figures_html", "verification_html"]
+__all__ = ["FineTunePanel", "data_description", "figures_html", "verification_html"]
 
-#: The live plot is redrawn at most this often (seconds): a PNG render costs tens of ms.
+#: The live plot is redrawn at most this often (seconds): each redraw is a comm message.
 PLOT_INTERVAL = 0.5
+_RUN_TOOLTIP = "Train the trainable part, then check bitwise that the frozen part did not move"
 
 _GREEN = "var(--jp-success-color1,#2e7d32)"
 _RED = "var(--jp-error-color1,#c62828)"
@@ -89,15 +94,20 @@ def verification_html(report: FineTuneReport) -> str:
 
 def figures_html(report: FineTuneReport) -> str:
     """The run's figures as a small two-column table."""
+    epochs = f"{report.epochs} epoch{'' if report.epochs == 1 else 's'}"
     items: list[tuple[str, str]] = [
-        ("steps", f"{report.steps} of {report.total_steps} ({report.epochs} epochs)"),
+        ("steps", f"{report.steps} of {report.total_steps} ({epochs})"),
         ("samples/s", f"{report.samples_per_second:.1f}"),
         ("time", f"{report.total_seconds:.1f} s"),
     ]
+    # The plot shows each step's batch; the epoch figures average a whole epoch: say which.
     if report.final_loss is not None:
-        items.append(("final loss", f"{report.final_loss:.4g}"))
+        items.append(("loss, last step", f"{report.final_loss:.4g}"))
+    if report.step_acc:
+        items.append(("accuracy, last step's batch", f"{report.step_acc[-1]:.1%}"))
     if report.final_acc is not None:
-        items.append(("final accuracy", f"{report.final_acc:.1%}"))
+        last = len(report.epoch_acc)
+        items.append((f"accuracy, mean over epoch {last}", f"{report.final_acc:.1%}"))
     items.append(("head", report.head_replaced or "kept"))
     items.append(("BatchNorm policy", report.bn_policy))
     if report.frozen_prefix:
@@ -112,26 +122,29 @@ def figures_html(report: FineTuneReport) -> str:
     return f'<table class="fw-finetune-figures" style="font-size:0.85em">{rows}</table>'
 
 
-def _plot_png(losses: list[float], accs: list[float]) -> bytes:
-    """Loss and accuracy per step as a small PNG (Agg canvas, no pyplot global state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _finetune_takes(name: str) -> bool:
+    """Whether this version of :func:`finetune` has the keyword ``name`` (``nproc`` is new)."""
+    return name in inspect.signature(finetune).parameters
 
-    fig = Figure(figsize=(5.0, 2.0), dpi=80)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    steps = range(1, len(losses) + 1)
-    ax.plot(steps, losses, color="#1565c0", linewidth=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss", color="#1565c0")
-    ax2 = ax.twinx()
-    ax2.plot(steps, accs, color="#2e7d32", linewidth=1.0, alpha=0.8)
-    ax2.set_ylim(0, 1)
-    ax2.set_ylabel("accuracy", color="#2e7d32")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+
+def data_description(data: Any, num_classes: int, image_size: int) -> str:
+    """What a run trains on, in one line (synthetic shapes unless a dataset was given)."""
+    if data is None or data == "synthetic":
+        return (
+            f"Data: synthetic shapes ({DEFAULT_SYNTHETIC_N} generated {image_size}x{image_size} "
+            f"images of stripes, discs, squares, rings..., {num_classes} classes), not your "
+            "data. To train on your own, pass data= (a Dataset, a DataLoader, an ImageFolder "
+            "path, or 'digits') to FineTunePanel or finetune()."
+        )
+    if data == "digits":
+        return (
+            "Data: scikit-learn's 8x8 handwritten digits (offline, training split, 10 classes), "
+            f"upscaled to {image_size}x{image_size}"
+        )
+    if isinstance(data, str | os.PathLike):
+        return f"Data: the image folder {os.fspath(data)} (resized to {image_size}px)"
+    size = f", {len(data)} items" if hasattr(data, "__len__") else ""
+    return f"Data: the {type(data).__name__} you passed{size}"
 
 
 # --------------------------------------------------------------------------- the panel
@@ -145,7 +158,8 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         on_finished: Called with the report after a run that touched the model (for example so
             an explorer can refresh its tree after the head was replaced).
         get_bn_policy: Returns the BatchNorm policy to re-apply to frozen BatchNorm layers.
-        data: Passed to :func:`finetune`; None means synthetic images.
+        data: Passed to :func:`finetune`; None means synthetic images (the panel says which
+            data it trains on).
         image_size: Side of the synthetic images.
     """
 
@@ -164,8 +178,55 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         self._get_bn_policy = get_bn_policy
         self._data = data
         self._image_size = image_size
+        self._make_controls(data)
+        self.data_note = widgets.HTML(
+            f"<small>{html.escape(data_description(data, int(self.num_classes.value), image_size))}"
+            "</small>"
+        )
+        self.data_note.add_class("fw-finetune-data")
+        self.run_button = widgets.Button(
+            description="Run fine-tune", icon="play", tooltip=_RUN_TOOLTIP
+        )
+        self.run_button.add_class("fw-finetune-run")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self.stop_button.add_class("fw-finetune-stop")
+        self.progress = widgets.IntProgress(0, min=0, max=1, layout=widgets.Layout(width="50%"))
+        self.progress.add_class("fw-finetune-progress")
+        self.eta = widgets.Label("")
+        self.plot = widgets.HTML("", layout=widgets.Layout(display="none"))
+        self.plot.add_class("fw-finetune-plot")
+        self.results = widgets.HTML("")
+        self.results.add_class("fw-verify")
+        self.messages = MessageArea()
+        self.messages.add_class("fw-finetune-error")
+        self.last_report: FineTuneReport | None = None
+        self.last_error: BaseException | None = None
+        self._stop = threading.Event()
+        self._losses: list[float] = []
+        self._accs: list[float] = []
+        self._last_plot = 0.0
+        self._closed = False
+        super().__init__(
+            [
+                self.data_note,
+                widgets.HBox([self.epochs, self.steps, self.lr]),
+                widgets.HBox([self.batch_size, self.num_classes, self.processes]),
+                widgets.HBox([self.run_button, self.stop_button]),
+                widgets.HBox([self.progress, self.eta]),
+                self.plot,
+                self.messages,
+                self.results,
+            ],
+            **kwargs,
+        )
+        self.add_class("fw-finetune")
+        self.run_button.on_click(self._on_run)
+        self.stop_button.on_click(self._on_stop)
+        self.refresh_state()
+
+    def _make_controls(self, data: Any) -> None:
+        """The run's settings; "processes" shows only where finetune() takes ``nproc``."""
         style = {"description_width": "initial"}
-        small = widgets.Layout(width="150px")
         self.epochs = widgets.BoundedIntText(1, min=1, max=1000, description="epochs", style=style)
         self.steps = widgets.BoundedIntText(
             0, min=0, max=1_000_000, description="steps (0 = all)", style=style
@@ -181,44 +242,30 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             description="classes (0 = from data)",
             style=style,
         )
-        for control in (self.epochs, self.lr, self.batch_size):
-            control.layout = small
-        self.run_button = widgets.Button(description="Run fine-tune", icon="play")
-        self.run_button.add_class("fw-finetune-run")
-        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
-        self.stop_button.add_class("fw-finetune-stop")
-        self.progress = widgets.IntProgress(0, min=0, max=1, layout=widgets.Layout(width="50%"))
-        self.progress.add_class("fw-finetune-progress")
-        self.eta = widgets.Label("")
-        self.plot = widgets.Image(format="png", layout=widgets.Layout(display="none"))
-        self.plot.add_class("fw-finetune-plot")
-        self.results = widgets.HTML("")
-        self.results.add_class("fw-verify")
-        self.messages = MessageArea()
-        self.messages.add_class("fw-finetune-error")
-        self.last_report: FineTuneReport | None = None
-        self.last_error: BaseException | None = None
-        self._stop = threading.Event()
-        self._losses: list[float] = []
-        self._accs: list[float] = []
-        self._last_plot = 0.0
-        super().__init__(
-            [
-                widgets.HBox([self.epochs, self.steps, self.lr]),
-                widgets.HBox([self.batch_size, self.num_classes]),
-                widgets.HBox([self.run_button, self.stop_button]),
-                widgets.HBox([self.progress, self.eta]),
-                self.plot,
-                self.messages,
-                self.results,
-            ],
-            **kwargs,
+        self.processes = widgets.BoundedIntText(
+            1,
+            min=1,
+            max=64,
+            description="processes",
+            style=style,
+            tooltip="More than 1 runs the same verified run in local worker processes (DDP)",
         )
-        self.add_class("fw-finetune")
-        self.run_button.on_click(self._on_run)
-        self.stop_button.on_click(self._on_stop)
+        self.processes.add_class("fw-finetune-nproc")
+        if not _finetune_takes("nproc"):
+            self.processes.layout.display = "none"
+        for control in (self.epochs, self.lr, self.batch_size, self.processes):
+            control.layout.width = "150px"
 
     # ------------------------------------------------------------------ public
+
+    def refresh_state(self) -> None:
+        """Enable Run, or disable it with the reason (a structure-only model has no weights)."""
+        if on_meta_device(self._get_model()):
+            self.run_button.disabled = True
+            self.run_button.tooltip = meta_tooltip("fine-tune")
+        else:
+            self.run_button.disabled = self.running
+            self.run_button.tooltip = _RUN_TOOLTIP
 
     def run(self, block: bool = False) -> None:
         """Start a run in a background thread (a second click while running is ignored)."""
@@ -226,7 +273,13 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             self.messages.info("a fine-tune is already running; Stop it first")
             return
         self.messages.clear()
+        if on_meta_device(self._get_model()):
+            self.refresh_state()
+            self.messages.info(meta_tooltip("fine-tune"))
+            return
         self.results.value = ""
+        self.plot.value = ""  # the previous run's curves must not pass for this run's
+        self.plot.layout.display = "none"
         self.last_error = None
         self._stop.clear()
         self._losses, self._accs = [], []
@@ -236,12 +289,31 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         self.eta.value = "starting..."
         self.run_button.disabled = True
         self.stop_button.disabled = False
-        self._start("fw-finetune", block)
+        if not self._start("fw-finetune", block):
+            self.run_button.disabled = False
+            self.stop_button.disabled = True
+            self.eta.value = ""
+            self.messages.info(busy_line(self.busy))
 
     def stop(self) -> None:
         """Ask the run to stop after its current step."""
         self._stop.set()
         self.eta.value = "stopping after this step..."
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop a running fine-tune (after its current step), then close every widget.
+
+        Args:
+            timeout: Seconds to wait for the run to stop; a run still going after that ends
+                in its thread with its result dropped.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self.wait(timeout)
+        close_widget_tree(self)
+        super().close()
 
     # ------------------------------------------------------------------ handlers
 
@@ -253,7 +325,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
 
     def _options(self) -> dict[str, Any]:
         bn = self._get_bn_policy() if self._get_bn_policy is not None else None
-        return {
+        options: dict[str, Any] = {
             "epochs": int(self.epochs.value),
             "steps": int(self.steps.value) or None,
             "lr": float(self.lr.value),
@@ -262,13 +334,24 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             "bn": bn,
             "image_size": self._image_size,
         }
+        nproc = int(self.processes.value)
+        if nproc != 1 and _finetune_takes("nproc"):
+            options["nproc"] = nproc
+        return options
 
     def _work(self) -> None:
         report: FineTuneReport | None = None
         try:
             model = self._get_model()
             options = self._options()
-            report = finetune(model, self._data, callback=self._on_step, stop=self._stop, **options)
+            if "nproc" in options:
+                # Worker processes report no steps back and cannot be stopped mid-run.
+                self.eta.value = f"running in {options['nproc']} processes (no live progress)..."
+                report = finetune(model, self._data, **options)
+            else:
+                report = finetune(
+                    model, self._data, callback=self._on_step, stop=self._stop, **options
+                )
             self.progress.bar_style = "success" if report.ok else "danger"
             self.eta.value = (
                 f"stopped after {report.steps} steps"
@@ -284,7 +367,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         finally:
             self.run_button.disabled = False
             self.stop_button.disabled = True
-        if report is not None:
+        if report is not None and not self._closed:
             self.last_report = report
             self._draw(force=True)
             self.results.value = verification_html(report) + figures_html(report)
@@ -310,8 +393,5 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         if not self._losses or (not force and now - self._last_plot < PLOT_INTERVAL):
             return
         self._last_plot = now
-        try:
-            self.plot.value = _plot_png(self._losses, self._accs)
-            self.plot.layout.display = ""
-        except Exception:  # the plot is a nicety (matplotlib missing or broken backend)
-            self.plot.layout.display = "none"
+        self.plot.value = plot_svg(self._losses, self._accs)
+        self.plot.layout.display = ""

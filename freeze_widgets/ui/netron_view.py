@@ -42,6 +42,9 @@ def show_netron(
 ) -> Any:
     """Show ``path`` in Netron inside the notebook (docs/design.md, trap 6).
 
+    The server runs until ``stop_netron(path)`` (there is no widget to close here); widgets hold
+    theirs through ``open_view`` and release it on close.
+
     Args:
         path: Model file to show.
         height: Frame height in pixels.
