@@ -170,3 +170,27 @@ def test_close_stops_the_run_and_closes_every_widget() -> None:
     panel.close()
     assert not panel.running and time.monotonic() - begun < 30
     assert set(widget_module._instances) <= before
+
+
+def test_multi_process_run_shows_the_ddp_preflight_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The panel lists check_distributed's findings before a run in several processes."""
+    from freeze_widgets import Finding
+
+    seen: dict[str, object] = {}
+
+    def fake_finetune(model: object, data: object, *, nproc: int = 1, **options: object) -> object:
+        seen.update(options, nproc=nproc)
+        raise RuntimeError("stop here: only the preflight is under test")
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    model[0].weight.requires_grad_(True)
+    finding = Finding("unused_trainable", "1", "gets no gradient", "freeze it")
+    monkeypatch.setattr(panel_module, "check_distributed", lambda m, s: [finding])
+    monkeypatch.setattr(panel_module, "finetune", fake_finetune)
+    panel = FineTunePanel(lambda: model)
+    panel.processes.value = 2
+    panel.run(block=True)
+    assert seen["nproc"] == 2
+    assert "unused_trainable" in panel.preflight.value and "freeze it" in panel.preflight.value
+    panel.close()

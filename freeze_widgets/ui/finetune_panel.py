@@ -18,6 +18,8 @@ from typing import Any
 import ipywidgets as widgets
 from torch import nn
 
+from ..distributed import check_distributed
+from ..findings import Finding
 from ..training import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_SYNTHETIC_CLASSES,
@@ -122,6 +124,19 @@ def figures_html(report: FineTuneReport) -> str:
     return f'<table class="fw-finetune-figures" style="font-size:0.85em">{rows}</table>'
 
 
+def findings_html(findings: list[Finding]) -> str:
+    """The preflight's findings before a multi-process run (what DDP would trip over)."""
+    if not findings:
+        return "<small>Preflight for DDP: no findings.</small>"
+    items = "".join(
+        f"<li><b>{html.escape(f.kind)}</b>"
+        + (f" <code>{html.escape(f.path)}</code>" if f.path else "")
+        + f": {html.escape(f.message)} <i>Fix:</i> {html.escape(f.fix)}</li>"
+        for f in findings
+    )
+    return f"<small>Preflight for DDP ({len(findings)} findings):</small><ul>{items}</ul>"
+
+
 def _finetune_takes(name: str) -> bool:
     """Whether this version of :func:`finetune` has the keyword ``name`` (``nproc`` is new)."""
     return name in inspect.signature(finetune).parameters
@@ -199,6 +214,8 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         self.results.add_class("fw-verify")
         self.messages = MessageArea()
         self.messages.add_class("fw-finetune-error")
+        self.preflight = widgets.HTML("")
+        self.preflight.add_class("fw-finetune-preflight")
         self.last_report: FineTuneReport | None = None
         self.last_error: BaseException | None = None
         self._stop = threading.Event()
@@ -215,6 +232,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
                 widgets.HBox([self.progress, self.eta]),
                 self.plot,
                 self.messages,
+                self.preflight,
                 self.results,
             ],
             **kwargs,
@@ -345,6 +363,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             model = self._get_model()
             options = self._options()
             if "nproc" in options:
+                self.preflight.value = findings_html(check_distributed(model, "ddp"))
                 # Worker processes report no steps back and cannot be stopped mid-run.
                 self.eta.value = f"running in {options['nproc']} processes (no live progress)..."
                 report = finetune(model, self._data, **options)
