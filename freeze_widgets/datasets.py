@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 __all__ = [
     "DATASET_NAMES",
     "DIGITS_TEST_FRACTION",
+    "InMemoryImages",
     "LabelledImages",
     "digits_dataset",
     "finetune_dataset",
@@ -40,8 +41,36 @@ DIGITS_TEST_FRACTION = 0.3
 _SPLIT_SEED = 20_240_601
 
 
-class LabelledImages(Dataset[tuple[torch.Tensor, int]]):
+class InMemoryImages(Dataset[tuple[torch.Tensor, int]]):
     """Images and labels held in memory, readable by ``finetune`` without iterating.
+
+    The base of :class:`LabelledImages` (digits) and
+    :class:`~freeze_widgets.training.SyntheticShapes`.
+
+    Attributes:
+        images: ``(n, channels, size, size)`` float tensor.
+        targets: ``(n,)`` int64 labels in ``0 .. len(classes) - 1``.
+        classes: One readable name per label.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> None:
+        self.images = images
+        self.targets = targets
+        self.classes = classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.targets[index])
+
+
+class LabelledImages(InMemoryImages):
+    """Images and labels held in memory, with each image's row in its source collection.
 
     Attributes:
         images: ``(n, channels, size, size)`` float tensor.
@@ -54,20 +83,8 @@ class LabelledImages(Dataset[tuple[torch.Tensor, int]]):
     def __init__(
         self, images: torch.Tensor, targets: torch.Tensor, classes: list[str], indices: torch.Tensor
     ) -> None:
-        self.images = images
-        self.targets = targets
-        self.classes = classes
+        super().__init__(images, targets, classes)
         self.indices = indices
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return int(self.targets.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], int(self.targets[index])
 
     def __repr__(self) -> str:
         c, h, w = self.images.shape[1:]

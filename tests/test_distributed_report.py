@@ -67,3 +67,26 @@ def test_report_round_trips_through_json_data() -> None:
     report = merge_ranks([_check(0, final, model)], nproc=1, strategy="fsdp")
     again = DistributedFineTuneReport.from_dict(report.to_dict())
     assert again == report and again.summary() == report.summary()
+
+
+def test_merged_report_carries_rank_0s_curves_as_copies() -> None:
+    model = tiny_net()
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    checks = [_check(rank, final, model) for rank in (1, 0)]
+    for check in checks:  # every curve of each rank distinct: rank r holds r + 0.1 * i
+        check.step_loss = [check.rank + 0.1, check.rank + 0.2]
+        check.step_acc = [check.rank + 0.3, check.rank + 0.4]
+        check.step_seconds = [check.rank + 0.5, check.rank + 0.6]
+        check.epoch_loss = [check.rank + 0.7]
+        check.epoch_acc = [check.rank + 0.8]
+        check.epoch_seconds = [check.rank + 0.9]
+    report = merge_ranks(checks, nproc=2)
+    assert (report.step_loss, report.step_acc, report.step_seconds) == (
+        [0.1, 0.2],
+        [0.3, 0.4],
+        [0.5, 0.6],
+    )
+    assert (report.epoch_loss, report.epoch_acc, report.epoch_seconds) == ([0.7], [0.8], [0.9])
+    assert report.steps == 2 and report.final_loss == 0.2
+    checks[1].step_loss.append(9.0)  # rank 0's check (sorted second here) changes later...
+    assert report.step_loss == [0.1, 0.2]  # ...and the report keeps its own list

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -111,24 +112,24 @@ class _HFNet(nn.Module):
         return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
 
 
-def _train_hf(model: nn.Module, callback: Any, tmp_path: Path) -> None:
+def _train_hf(model: nn.Module, callbacks: list[Any], tmp_path: Path, **args: Any) -> None:
+    """Three steps of a transformers Trainer on CPU; ``args`` add to its TrainingArguments."""
     transformers = pytest.importorskip("transformers")
     x, y = _data()
-    args = transformers.TrainingArguments(
+    training_args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"),
         max_steps=3,
         per_device_train_batch_size=8,
-        learning_rate=0.01,
-        weight_decay=0.1,
         report_to=[],
         save_strategy="no",
         logging_strategy="no",
         use_cpu=True,
         disable_tqdm=True,
+        **args,
     )
     dataset = [{"x": xi, "labels": yi} for xi, yi in zip(x, y, strict=True)]
     trainer = transformers.Trainer(
-        model=model, args=args, train_dataset=dataset, callbacks=[callback]
+        model=model, args=training_args, train_dataset=dataset, callbacks=callbacks
     )
     trainer.train()
 
@@ -139,7 +140,7 @@ def test_trainer_callback_applies_spec_before_the_optimizer(tmp_path: Path) -> N
     model = _HFNet()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     callback = FreezeGuardTrainerCallback(FreezeSpec(("net.0", "net.1")), keep_copies=True)
-    _train_hf(model, callback, tmp_path)
+    _train_hf(model, [callback], tmp_path, learning_rate=0.01, weight_decay=0.1)
     assert callback.findings == []  # the Trainer built its optimizer after the freeze
     assert callback.report is not None and callback.report.ok, str(callback.report)
     assert callback.report.steps == 3
@@ -160,22 +161,26 @@ def test_trainer_callback_reports_an_in_place_write(tmp_path: Path) -> None:
 
     model = _HFNet()
     guard = FreezeGuardTrainerCallback(FreezeSpec(("net.0",)), keep_copies=True)
-    x, y = _data()
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "out"),
-        max_steps=3,
-        per_device_train_batch_size=8,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
-    dataset = [{"x": xi, "labels": yi} for xi, yi in zip(x, y, strict=True)]
-    transformers.Trainer(
-        model=model, args=args, train_dataset=dataset, callbacks=[guard, Vandal()]
-    ).train()
+    _train_hf(model, [guard, Vandal()], tmp_path)
     assert guard.report is not None
     (v,) = guard.report.violations
     assert (v.path, v.step, v.cause) == ("net.0.weight", 3, "external_write")
     assert v.max_abs_diff == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- both
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [("lightning", "FreezeGuardCallback"), ("transformers", "FreezeGuardTrainerCallback")],
+)
+def test_both_callbacks_check_the_spec_and_start_empty(module: str, name: str) -> None:
+    pytest.importorskip("lightning.pytorch" if module == "lightning" else module)
+    cls = getattr(importlib.import_module(f"freeze_widgets.integrations.{module}"), name)
+    with pytest.raises(TypeError, match=r"spec must be a FreezeSpec or None; got str"):
+        cls("net.0")
+    callback = cls(FreezeSpec(("net.0",)), raise_on_violation=True)
+    assert callback.findings == [] and callback.report is None
+    with pytest.raises(TypeError):
+        cls(FreezeSpec(("net.0",)), True)  # raise_on_violation is keyword-only

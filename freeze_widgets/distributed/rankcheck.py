@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..bn import FrozenBatchNorm
+from ..training.report import TrainingCurves
 
 __all__ = ["RankCheck", "Snapshot", "compare", "digest", "snapshot"]
 
@@ -38,24 +39,19 @@ class Snapshot:
 
 
 @dataclass
-class RankCheck:
+class RankCheck(TrainingCurves):
     """One rank's verdict, plain data so it can be gathered with ``all_gather_object``.
 
     ``rows`` are ``(name, kind, frozen, changed, max_abs_change, note)``; ``digests`` maps each
     trainable parameter to a digest of its final bytes; ``moved_while_pending`` names
-    parameters that changed before their unfreeze epoch.
+    parameters that changed before their unfreeze epoch. ``rank`` is keyword-only: the
+    loss and timing lists come first, from :class:`~freeze_widgets.training.report.TrainingCurves`.
     """
 
-    rank: int
+    rank: int = field(kw_only=True)
     rows: list[tuple[str, str, bool, bool, float, str]] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
     moved_while_pending: list[str] = field(default_factory=list)
-    step_loss: list[float] = field(default_factory=list)
-    step_acc: list[float] = field(default_factory=list)
-    step_seconds: list[float] = field(default_factory=list)
-    epoch_loss: list[float] = field(default_factory=list)
-    epoch_acc: list[float] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
     unfreeze_events: list[tuple[int, str, float, int]] = field(default_factory=list)
     samples: int = 0
     epochs: int = 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..training import FineTuneReport, UnfreezeEvent, VerificationRow
+from ..training.report import TrainingCurves
 from .rankcheck import RankCheck
 
 __all__ = ["DistributedFineTuneReport", "RankVerdict", "merge_ranks"]
@@ -139,10 +140,8 @@ def merge_ranks(checks: list[RankCheck], **meta: Any) -> DistributedFineTuneRepo
     report = DistributedFineTuneReport(**meta)
     report.verification = [_row(r[0], checks, by_rank) for r in first.rows]
     report.ranks = [_verdict(c) for c in checks]
-    report.step_loss, report.step_acc = list(first.step_loss), list(first.step_acc)
-    report.step_seconds = list(first.step_seconds)
-    report.epoch_loss, report.epoch_acc = list(first.epoch_loss), list(first.epoch_acc)
-    report.epoch_seconds = list(first.epoch_seconds)
+    for curve in dataclasses.fields(TrainingCurves):  # losses, accuracies, times: rank 0's
+        setattr(report, curve.name, list(getattr(first, curve.name)))
     report.unfreeze_events = [UnfreezeEvent(*e) for e in first.unfreeze_events]
     report.steps, report.total_steps = len(first.step_loss), first.total_steps
     report.epochs = first.epochs

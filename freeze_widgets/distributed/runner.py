@@ -15,10 +15,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._helpers import check_bn_policy, require_module
-from ..freezing import set_bn_policy, top_level_groups, unfreeze
+from ..freezing import set_bn_policy, unfreeze
 from ..spec import FreezeSpec
 from ..training import find_head
-from .heads import replace_head
+from ..training.head import replace_head
+from ..training.schedule import resolve_schedule
 from .job import JobConfig
 from .launcher import launch
 from .preflight import STRATEGIES, check_distributed
@@ -89,55 +90,6 @@ def _data_ref(data: Any, out: Path) -> str | None:
         "data must be None (synthetic images), a torch Dataset, a DataLoader or an ImageFolder "
         f"directory path; got {type(data).__name__}"
     )
-
-
-def _resolve_schedule(
-    model: nn.Module, schedule: Any, epochs: int, head: str | None
-) -> dict[int, list[str]]:
-    """1-based epoch -> groups unfrozen at its start ("gradual": one frozen group per epoch)."""
-    if schedule is None:
-        return {}
-    groups = top_level_groups(model)
-    if schedule == "gradual":
-        frozen = [
-            g
-            for g in groups
-            if g != head and not any(p.requires_grad for p in _group_params(model, g))
-        ]
-        order = list(reversed(frozen))
-        return {e: [order[e - 2]] for e in range(2, epochs + 1) if e - 2 < len(order)}
-    if isinstance(schedule, dict):
-        items = {int(k): v for k, v in schedule.items()}
-    elif isinstance(schedule, (list, tuple)):
-        items = {i + 2: v for i, v in enumerate(schedule)}
-    else:
-        raise TypeError(
-            "unfreeze_schedule must be None, 'gradual', a list of group names (entry i is "
-            f"unfrozen at the start of epoch i + 2) or a dict {{epoch: names}}; got {schedule!r}"
-        )
-    out: dict[int, list[str]] = {}
-    for epoch, value in items.items():
-        names = [value] if isinstance(value, str) else list(value or [])
-        if epoch < 1:
-            raise ValueError(f"unfreeze_schedule epochs are 1-based; got {epoch}")
-        for name in names:
-            _group_params(model, name)  # raises for an unknown group
-        if names:
-            out[epoch] = names
-    return out
-
-
-def _group_params(model: nn.Module, group: str) -> list[nn.Parameter]:
-    try:
-        return list(model.get_submodule(group).parameters())
-    except AttributeError:
-        try:
-            return [model.get_parameter(group)]
-        except AttributeError:
-            raise ValueError(
-                f"unfreeze_schedule names {group!r}, which is not in the model; top-level "
-                f"groups are: {', '.join(top_level_groups(model))}"
-            ) from None
 
 
 def _refuse_unused_trainable(model: nn.Module, data: Any, image_size: int) -> None:
@@ -243,7 +195,7 @@ def finetune_distributed(
     per_epoch = max(1, math.ceil(math.ceil(n_items / nproc) / batch_size))
     planned = epochs if steps is None else math.ceil(steps / per_epoch)
     head_path = head[0] if new_head and head is not None else None
-    schedule = _resolve_schedule(model, unfreeze_schedule, planned, head_path)
+    schedule = resolve_schedule(model, unfreeze_schedule, planned, new_head=head_path)
     if strategy == "ddp" and not isinstance(data, (str, Path)):
         _refuse_unused_trainable(model, data, image_size)
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..freezing import freeze, unfreeze
 from ..spec import FreezeSpec
-from .heads import replace_head
+from ..training.head import replace_head
 from .job import JobConfig
 from .loop import Trainer
 from .rankcheck import RankCheck, compare, snapshot

@@ -24,6 +24,35 @@ def unwrap(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return optimizer
 
 
+class GuardSessionOwner:
+    """The constructor and the ``findings`` / ``report`` properties both callbacks share.
+
+    Listed before the framework's callback class, so its ``__init__`` runs and calls theirs.
+    """
+
+    def __init__(
+        self,
+        spec: FreezeSpec | None = None,
+        *,
+        raise_on_violation: bool = False,
+        keep_copies: bool = False,
+    ) -> None:
+        super().__init__()
+        self._session = GuardSession(
+            spec, raise_on_violation=raise_on_violation, keep_copies=keep_copies
+        )
+
+    @property
+    def findings(self) -> list[Finding]:
+        """What the optimizer audit found at train start."""
+        return self._session.findings
+
+    @property
+    def report(self) -> GuardReport | None:
+        """The guard's report, once training ended (or failed)."""
+        return self._session.report
+
+
 class GuardSession:
     """One training run's checks, shared by the Lightning and transformers callbacks.
 

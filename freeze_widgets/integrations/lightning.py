@@ -17,15 +17,12 @@ except ImportError:  # the standalone package name
     from pytorch_lightning import LightningModule, Trainer  # type: ignore[no-redef,assignment]
     from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef,assignment]
 
-from ..findings import Finding
-from ..guard import GuardReport
-from ..spec import FreezeSpec
-from ._common import GuardSession
+from ._common import GuardSessionOwner
 
 __all__ = ["FreezeGuardCallback"]
 
 
-class FreezeGuardCallback(Callback):  # type: ignore[misc]
+class FreezeGuardCallback(GuardSessionOwner, Callback):  # type: ignore[misc]
     """Apply a freeze, audit the optimizers at train start, and guard every optimizer step.
 
     Args:
@@ -38,26 +35,6 @@ class FreezeGuardCallback(Callback):  # type: ignore[misc]
     After ``fit``, ``findings`` holds the audit and ``report`` the guard's report; both are also
     logged on the ``freeze_widgets.integrations`` logger.
     """
-
-    def __init__(
-        self,
-        spec: FreezeSpec | None = None,
-        *,
-        raise_on_violation: bool = False,
-        keep_copies: bool = False,
-    ) -> None:
-        super().__init__()
-        self._session = GuardSession(
-            spec, raise_on_violation=raise_on_violation, keep_copies=keep_copies
-        )
-
-    @property
-    def findings(self) -> list[Finding]:
-        return self._session.findings
-
-    @property
-    def report(self) -> GuardReport | None:
-        return self._session.report
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":

@@ -12,15 +12,12 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..findings import Finding
-from ..guard import GuardReport
-from ..spec import FreezeSpec
-from ._common import GuardSession
+from ._common import GuardSessionOwner
 
 __all__ = ["FreezeGuardTrainerCallback"]
 
 
-class FreezeGuardTrainerCallback(TrainerCallback):  # type: ignore[misc]
+class FreezeGuardTrainerCallback(GuardSessionOwner, TrainerCallback):  # type: ignore[misc]
     """Apply a freeze, audit the optimizer at train start, and guard every optimizer step.
 
     Args:
@@ -34,25 +31,6 @@ class FreezeGuardTrainerCallback(TrainerCallback):  # type: ignore[misc]
     After ``train()``, ``findings`` holds the audit and ``report`` the guard's report; both are
     also logged on the ``freeze_widgets.integrations`` logger.
     """
-
-    def __init__(
-        self,
-        spec: FreezeSpec | None = None,
-        *,
-        raise_on_violation: bool = False,
-        keep_copies: bool = False,
-    ) -> None:
-        self._session = GuardSession(
-            spec, raise_on_violation=raise_on_violation, keep_copies=keep_copies
-        )
-
-    @property
-    def findings(self) -> list[Finding]:
-        return self._session.findings
-
-    @property
-    def report(self) -> GuardReport | None:
-        return self._session.report
 
     def on_init_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any

@@ -15,6 +15,8 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..datasets import DATASET_NAMES, InMemoryImages, finetune_dataset
+
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_SYNTHETIC_CLASSES",
@@ -46,7 +48,7 @@ _PATTERNS = (
 _MAX_SYNTHETIC_CLASSES = 2 * len(_PATTERNS)
 
 
-class SyntheticShapes(Dataset[tuple[torch.Tensor, int]]):
+class SyntheticShapes(InMemoryImages):
     """Procedurally drawn image classes, generated once in memory.
 
     Attributes:
@@ -54,21 +56,6 @@ class SyntheticShapes(Dataset[tuple[torch.Tensor, int]]):
         targets: ``(n,)`` int64 labels, balanced over the classes.
         classes: One readable name per class.
     """
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> None:
-        self.images = images
-        self.targets = targets
-        self.classes = classes
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return int(self.targets.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], int(self.targets[index])
 
     def __repr__(self) -> str:
         size = self.images.shape[-1]
@@ -247,8 +234,6 @@ def make_loader(
 
 def _named_or_folder(data: str | Path, *, image_size: int, seed: int) -> Dataset[Any]:
     """A dataset by name (an existing folder of that name wins), or an ImageFolder directory."""
-    from ..datasets import DATASET_NAMES, finetune_dataset
-
     path = Path(data).expanduser()
     if path.is_dir():
         return _image_folder(path, image_size)

@@ -9,7 +9,14 @@ from torch import nn
 
 from .._helpers import set_submodule
 
-__all__ = ["OPTIMIZERS", "find_head", "make_optimizer", "replace_head", "trainable_parameters"]
+__all__ = [
+    "OPTIMIZERS",
+    "find_head",
+    "make_optimizer",
+    "new_head",
+    "replace_head",
+    "trainable_parameters",
+]
 
 #: The optimizers :func:`~freeze_widgets.training.finetune` accepts, by lower-case name.
 OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float], torch.optim.Optimizer]] = {
@@ -45,14 +52,15 @@ def find_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
     return linears[-1] if linears else None
 
 
-def replace_head(model: nn.Module, num_classes: int, seed: int) -> str | None:
-    """Swap the head for a fresh trainable ``nn.Linear`` with ``num_classes`` outputs.
+def new_head(model: nn.Module, num_classes: int, seed: int) -> tuple[str, nn.Linear] | None:
+    """The head's path and a fresh ``nn.Linear`` with ``num_classes`` outputs (model untouched).
 
-    The new layer is seeded with ``seed`` (the global RNG is left as it was), and placed on the
-    old head's device and dtype, in its mode.
+    The new layer is seeded with ``seed`` (the global RNG is left as it was, so every rank of a
+    distributed run builds the same one), and placed on the old head's device and dtype, in its
+    mode.
 
     Returns:
-        A sentence saying what was replaced, or None if the head already had ``num_classes``.
+        ``(path, layer)``, or None if the head already has ``num_classes`` outputs.
 
     Raises:
         ValueError: the model has no ``nn.Linear`` to replace.
@@ -71,6 +79,23 @@ def replace_head(model: nn.Module, num_classes: int, seed: int) -> str | None:
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     new.to(device=old.weight.device, dtype=old.weight.dtype)
     new.train(old.training)
+    return path, new
+
+
+def replace_head(model: nn.Module, num_classes: int, seed: int) -> str | None:
+    """Swap the head for :func:`new_head`'s fresh trainable ``nn.Linear``, in place.
+
+    Returns:
+        A sentence saying what was replaced, or None if the head already had ``num_classes``.
+
+    Raises:
+        ValueError: the model has no ``nn.Linear`` to replace.
+    """
+    found = new_head(model, num_classes, seed)
+    if found is None:
+        return None
+    path, new = found
+    old = model.get_submodule(path)  # the nn.Linear new_head found
     set_submodule(model, path, new)
     return (
         f"{path}: Linear({old.in_features}->{old.out_features}) replaced by "

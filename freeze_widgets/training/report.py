@@ -12,6 +12,7 @@ __all__ = [
     "FineTuneReport",
     "NonFiniteLossError",
     "StepEvent",
+    "TrainingCurves",
     "UnfreezeEvent",
     "VerificationRow",
 ]
@@ -60,8 +61,11 @@ class VerificationRow:
 
 
 @dataclass
-class FineTuneReport:
-    """What :func:`finetune` did, with a bitwise verification of every parameter and BN buffer."""
+class TrainingCurves:
+    """Loss, accuracy and seconds of every step and every epoch, in order.
+
+    Shared by :class:`FineTuneReport` and each rank's check of a distributed run.
+    """
 
     step_loss: list[float] = field(default_factory=list)
     step_acc: list[float] = field(default_factory=list)
@@ -69,6 +73,12 @@ class FineTuneReport:
     epoch_loss: list[float] = field(default_factory=list)
     epoch_acc: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FineTuneReport(TrainingCurves):
+    """What :func:`finetune` did, with a bitwise verification of every parameter and BN buffer."""
+
     steps: int = 0
     total_steps: int = 0
     epochs: int = 0

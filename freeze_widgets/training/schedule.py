@@ -22,7 +22,9 @@ __all__ = ["ULMFIT_LR_FACTOR", "group_params", "resolve_schedule", "unfreeze_gro
 ULMFIT_LR_FACTOR = 2.6
 
 
-def resolve_schedule(model: nn.Module, schedule: Any, epochs: int) -> dict[int, list[str]]:
+def resolve_schedule(
+    model: nn.Module, schedule: Any, epochs: int, *, new_head: str | None = None
+) -> dict[int, list[str]]:
     """Map 1-based epoch -> groups to unfreeze at its start.
 
     Args:
@@ -30,6 +32,8 @@ def resolve_schedule(model: nn.Module, schedule: Any, epochs: int) -> dict[int, 
         schedule: None, ``"gradual"`` (one more frozen top-level group per epoch, from the end
             of the model backwards), a list (entry i at epoch i + 2) or a dict {epoch: names}.
         epochs: Epochs the run will have (bounds the ``"gradual"`` schedule).
+        new_head: Path of a head not replaced yet that will be a fresh trainable layer: the
+            group holding it is not frozen, as after :func:`~.head.replace_head`.
 
     Raises:
         TypeError: ``schedule`` has none of these forms.
@@ -39,7 +43,7 @@ def resolve_schedule(model: nn.Module, schedule: Any, epochs: int) -> dict[int, 
         return {}
     groups = top_level_groups(model)
     if schedule == "gradual":
-        frozen = [g for g in groups if not any(p.requires_grad for p in group_params(model, g))]
+        frozen = [g for g in groups if _is_frozen_group(model, g, new_head)]
         # From the top of the model (its end) backwards, one group per epoch after the first.
         order = list(reversed(frozen))
         return {e: [order[e - 2]] for e in range(2, epochs + 1) if e - 2 < len(order)}
@@ -63,6 +67,13 @@ def resolve_schedule(model: nn.Module, schedule: Any, epochs: int) -> dict[int, 
         if names:
             out[epoch] = names
     return out
+
+
+def _is_frozen_group(model: nn.Module, group: str, new_head: str | None) -> bool:
+    """Every parameter of ``group`` is frozen and it does not hold a head about to be replaced."""
+    if new_head is not None and (new_head == group or new_head.startswith(f"{group}.")):
+        return False
+    return not any(p.requires_grad for p in group_params(model, group))
 
 
 def _check_group_name(model: nn.Module, name: str, groups: list[str]) -> None:
