@@ -9,13 +9,14 @@ leaves a model half-changed. BatchNorm policies live in :mod:`freeze_widgets.bn`
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from torch import nn
 
-from ._helpers import check_bn_policy, close_matches, require_module
+from ._helpers import check_bn_policy, close_matches, require_eager_module, require_module
 from .bn import (
     BN_POLICIES,
     FrozenBatchNorm,
@@ -84,16 +85,24 @@ def _match_pattern(model: nn.Module, pattern: str, resolved: _Resolved) -> bool:
     return hit
 
 
-def resolve_targets(model: nn.Module, targets: Iterable[str]) -> _Resolved:
+def resolve_targets(model: nn.Module, targets: Iterable[str], *, exact: bool = False) -> _Resolved:
     """Resolve dotted paths and glob patterns to modules and parameters.
 
     An exact path wins over a pattern: module names may contain glob characters
-    (docs/design.md, trap 10).
+    (docs/design.md, trap 10), so ``"d.r[1]"`` is the module named ``r[1]`` when there is one.
+
+    Args:
+        model: The model the paths are relative to.
+        targets: Dotted paths or glob patterns.
+        exact: Treat every target as an exact path, never a pattern (saved specs).
 
     Raises:
-        TypeError: a target is not a string.
+        TypeError: ``model`` is not an eager module, or a target is not a string.
         ValueError: if any target matches nothing (naming close matches); nothing is changed.
     """
+    require_eager_module(model)
+    if isinstance(targets, str) or not isinstance(targets, Iterable):
+        raise TypeError(f"targets must be an iterable of strings; got {type(targets).__name__}")
     resolved = _Resolved([], [])
     for target in targets:
         if not isinstance(target, str):
@@ -111,7 +120,8 @@ def resolve_targets(model: nn.Module, targets: Iterable[str]) -> _Resolved:
             continue
         except AttributeError:
             pass
-        if not (any(ch in target for ch in "*?[") and _match_pattern(model, target, resolved)):
+        is_pattern = not exact and any(ch in target for ch in "*?[")
+        if not (is_pattern and _match_pattern(model, target, resolved)):
             raise _unknown_target_error(target, model)
     return resolved
 
@@ -149,6 +159,32 @@ def select(resolved: _Resolved) -> Selection:
 # --------------------------------------------------------------------------- the worker
 
 
+@contextlib.contextmanager
+def all_or_nothing(model: nn.Module) -> Iterator[None]:
+    """Run a change; if it raises, put ``model`` back exactly as it was, then re-raise.
+
+    Restores every parameter's ``requires_grad`` and ``.grad``, every module's registered
+    children (undoing swaps), ``training`` flag and ``train`` override (BatchNorm policies).
+    Validation comes first everywhere; this is the second line for failures part-way.
+    """
+    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    modules = [(m, dict(m._modules), m.training, m.__dict__.get("train")) for m in model.modules()]
+    try:
+        yield
+    except BaseException:
+        for m, children, training, train in modules:
+            m._modules.clear()
+            m._modules.update(children)
+            m.training = training
+            m.__dict__.pop("train", None)
+            if train is not None:
+                object.__setattr__(m, "train", train)
+        for p, requires_grad, grad in params:
+            p.requires_grad_(requires_grad)
+            p.grad = grad
+        raise
+
+
 def apply_freeze(
     model: nn.Module,
     params: list[nn.Parameter],
@@ -166,18 +202,20 @@ def apply_freeze(
     A BatchNorm layer gets the policy only when all its parameters are frozen; unfreezing any of
     them releases it.
     """
+    require_eager_module(model)
     if frozen:
         check_bn_policy_fits(bns, bn)  # before touching anything
     else:
         check_bn_policy(bn)
     changed: list[str] = []
-    for name, p in zip(names, params, strict=True):
-        if p.requires_grad == frozen:
-            p.requires_grad_(not frozen)
-            changed.append(name)
-        if frozen:
-            p.grad = None
-    bn_changes, replaced = apply_bn_policy(model, bns, frozen=frozen, bn=bn)
+    with all_or_nothing(model):
+        for name, p in zip(names, params, strict=True):
+            if p.requires_grad == frozen:
+                p.requires_grad_(not frozen)
+                changed.append(name)
+            if frozen:
+                p.grad = None
+        bn_changes, replaced = apply_bn_policy(model, bns, frozen=frozen, bn=bn)
     flips = {"frozen": tuple(changed)} if frozen else {"unfrozen": tuple(changed)}
     return FreezeChange(**flips, batchnorm=tuple(bn_changes), replaced=tuple(replaced))
 
@@ -188,10 +226,12 @@ def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> 
     Unfreezing first means a parameter in both (tied across the two sides) ends frozen. Every
     check runs before the first change, so a failure leaves the model as it was.
     """
+    require_eager_module(model)
     check_bn_policy_fits(frozen.bns, bn)
     before = {id(p): p.requires_grad for p in train.params + frozen.params}
-    up = apply_freeze(model, train.params, train.names, train.bns, frozen=False)
-    down = apply_freeze(model, frozen.params, frozen.names, frozen.bns, frozen=True, bn=bn)
+    with all_or_nothing(model):
+        up = apply_freeze(model, train.params, train.names, train.bns, frozen=False)
+        down = apply_freeze(model, frozen.params, frozen.names, frozen.bns, frozen=True, bn=bn)
     # Net flips by identity: a tied parameter may be unfrozen under one name and refrozen
     # under another; it is reported once, under its name on the frozen side.
     net = Selection([], [], {})
@@ -236,7 +276,7 @@ def freeze(model: nn.Module, *targets: str, bn: str = "eval") -> FreezeChange:
         (False, False)
     """
     check_bn_policy(bn)
-    chosen = select(resolve_targets(require_module(model), targets or ("",)))
+    chosen = select(resolve_targets(model, targets or ("",)))
     return apply_freeze(model, chosen.params, chosen.names, chosen.bns, frozen=True, bn=bn)
 
 
@@ -246,7 +286,7 @@ def unfreeze(model: nn.Module, *targets: str) -> FreezeChange:
     Same targets as :func:`freeze`; no target unfreezes the whole model. A BatchNorm swapped
     for :class:`FrozenBatchNorm` is restored to the original layer.
     """
-    chosen = select(resolve_targets(require_module(model), targets or ("",)))
+    chosen = select(resolve_targets(model, targets or ("",)))
     return apply_freeze(model, chosen.params, chosen.names, chosen.bns, frozen=False)
 
 
@@ -256,6 +296,7 @@ def top_level_groups(model: nn.Module) -> list[str]:
     Children without parameters (ReLU, pooling) are not groups, so ``freeze_to(m, -2)`` on a
     ResNet leaves ``layer4`` and ``fc`` trainable rather than stopping at ``avgpool``.
     """
+    require_module(model)
     groups = [name for name, _ in model.named_parameters(recurse=False)]
     groups += [
         name for name, child in model.named_children() if next(child.parameters(), None) is not None
@@ -269,17 +310,17 @@ def freeze_to(model: nn.Module, n: int, *, bn: str = "eval") -> FreezeChange:
     Negative ``n`` counts from the end: ``freeze_to(model, -1)`` trains only the last group.
     Groups are those of :func:`top_level_groups`.
     """
-    groups = top_level_groups(require_module(model))
-    if not groups:
-        raise ValueError("the model has no parameters to freeze")
+    groups = top_level_groups(require_eager_module(model))
     if not isinstance(n, int) or isinstance(n, bool):
         raise TypeError(f"n must be an int; got {type(n).__name__} {n!r}")
+    check_bn_policy(bn)
+    if not groups:
+        raise ValueError("the model has no parameters to freeze")
     if not -len(groups) <= n <= len(groups):
         raise ValueError(
             f"n={n} is out of range: the model has {len(groups)} groups "
             f"({', '.join(groups)}); use -{len(groups)}..{len(groups)}"
         )
-    check_bn_policy(bn)
     cut = n if n >= 0 else len(groups) + n
     train = select(resolve_targets(model, groups[cut:]))
     frozen = select(resolve_targets(model, groups[:cut]))
@@ -338,7 +379,7 @@ def freeze_through(model: nn.Module, path: str, *, bn: str = "eval") -> FreezeCh
         >>> m.layer2[0].conv2.weight.requires_grad, m.layer2[0].bn2.weight.requires_grad
         (False, True)
     """
-    require_module(model)
+    require_eager_module(model)
     if not isinstance(path, str):
         raise TypeError(f"path must be a dotted path string; got {type(path).__name__} {path!r}")
     check_bn_policy(bn)
