@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parameter import is_lazy
 
 from ._helpers import (
     BN_POLICIES,
@@ -83,8 +84,7 @@ def swaps_when_frozen(module: nn.Module) -> bool:
     if type(module) not in _SWAPPABLE:
         return False
     return not any(
-        isinstance(t, nn.parameter.UninitializedTensorMixin)
-        for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))
+        is_lazy(t) for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))
     )
 
 

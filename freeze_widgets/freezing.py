@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from ._helpers import check_bn_policy, close_matches, require_eager_module, require_module
 from .bn import (
@@ -203,6 +204,7 @@ def apply_freeze(
     them releases it.
     """
     require_eager_module(model)
+    _check_materialised(names, params)
     if frozen:
         check_bn_policy_fits(bns, bn)  # before touching anything
     else:
@@ -220,6 +222,16 @@ def apply_freeze(
     return FreezeChange(**flips, batchnorm=tuple(bn_changes), replaced=tuple(replaced))
 
 
+def _check_materialised(names: list[str], params: list[nn.Parameter]) -> None:
+    """Lazy modules' parameters refuse ``requires_grad_`` until a forward pass creates them."""
+    lazy = [name for name, p in zip(names, params, strict=True) if is_lazy(p)]
+    if lazy:
+        raise ValueError(
+            f"{', '.join(lazy[:3])} {'is' if len(lazy) == 1 else 'are'} not materialised yet "
+            "(a Lazy module): run one forward pass with a real input first, then freeze"
+        )
+
+
 def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> FreezeChange:
     """Make ``train`` trainable, then ``frozen`` frozen; report the net change.
 
@@ -227,6 +239,7 @@ def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> 
     check runs before the first change, so a failure leaves the model as it was.
     """
     require_eager_module(model)
+    _check_materialised(train.names + frozen.names, train.params + frozen.params)
     check_bn_policy_fits(frozen.bns, bn)
     before = {id(p): p.requires_grad for p in train.params + frozen.params}
     with all_or_nothing(model):
@@ -259,13 +272,19 @@ def freeze(model: nn.Module, *targets: str, bn: str = "eval") -> FreezeChange:
         *targets: Dotted module or parameter paths, or glob patterns (``"layer1"``,
             ``"layer2.*"``, ``"*.bn1"``, ``"*.bias"``). No target freezes the whole model.
         bn: BatchNorm policy for layers whose parameters all end up frozen: ``"eval"`` keeps
-            them in eval mode even after ``model.train()``; ``"frozen"`` swaps them for
-            :class:`FrozenBatchNorm`; ``"train"`` lets running statistics keep updating.
+            them in eval mode even after ``model.train()``; ``"frozen"`` swaps plain
+            ``BatchNorm1d/2d/3d`` / ``SyncBatchNorm`` for :class:`FrozenBatchNorm` (under every
+            name a shared layer has) and freezes any subclass in place (timm's
+            ``BatchNormAct2d`` keeps its activation), so eval outputs are unchanged;
+            ``"train"`` lets running statistics keep updating.
 
     Returns:
         A :class:`FreezeChange` naming what changed.
 
     Raises:
+        TypeError: ``model`` is not an eager module (a TorchScript module: freeze the eager
+            model before scripting; scripting keeps ``requires_grad``), or a target / ``bn``
+            is not a string.
         ValueError: an unknown target (close matches named) or policy; the model is unchanged.
 
     Example:
