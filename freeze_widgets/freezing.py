@@ -161,29 +161,55 @@ def select(resolved: _Resolved) -> Selection:
 
 
 @contextlib.contextmanager
-def all_or_nothing(model: nn.Module) -> Iterator[None]:
+def all_or_nothing(
+    model: nn.Module,
+    params: Iterable[nn.Parameter] | None = None,
+    modules: Iterable[nn.Module] | None = None,
+) -> Iterator[None]:
     """Run a change; if it raises, put ``model`` back exactly as it was, then re-raise.
 
-    Restores every parameter's ``requires_grad`` and ``.grad``, every module's registered
+    Restores each parameter's ``requires_grad`` and ``.grad``, and each module's registered
     children (undoing swaps), ``training`` flag and ``train`` override (BatchNorm policies).
     Validation comes first everywhere; this is the second line for failures part-way.
+
+    Args:
+        model: The model being changed.
+        params: The parameters the change may touch (default: all of them).
+        modules: The modules the change may touch (default: all of them; a swap touches
+            the parents of every name of the swapped layer, so pass None when one may happen).
     """
-    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    modules = [(m, dict(m._modules), m.training, m.__dict__.get("train")) for m in model.modules()]
+    saved_params = [
+        (p, p.requires_grad, p.grad) for p in (model.parameters() if params is None else params)
+    ]
+    saved_modules = [
+        (m, dict(m._modules), m.training, m.__dict__.get("train"))
+        for m in (model.modules() if modules is None else modules)
+    ]
     try:
         yield
     except BaseException:
-        for m, children, training, train in modules:
+        for m, children, training, train in saved_modules:
             m._modules.clear()
             m._modules.update(children)
             m.training = training
             m.__dict__.pop("train", None)
             if train is not None:
                 object.__setattr__(m, "train", train)
-        for p, requires_grad, grad in params:
+        for p, requires_grad, grad in saved_params:
             p.requires_grad_(requires_grad)
             p.grad = grad
         raise
+
+
+def _change_scope(
+    params: list[nn.Parameter], bns: Iterable[nn.Module], *, may_swap: bool
+) -> tuple[list[nn.Parameter], list[nn.Module] | None]:
+    """What a change of ``params`` and ``bns`` can touch, so a tick snapshots only that."""
+    layers = [sub for m in bns for sub in m.modules()]  # BatchNormAct2d has act/drop inside
+    touched = params + [p for m in layers for p in m.parameters(recurse=False)]
+    if may_swap or any(isinstance(m, FrozenBatchNorm) for m in layers):
+        return touched, None
+    return touched, layers
 
 
 def apply_freeze(
@@ -210,7 +236,8 @@ def apply_freeze(
     else:
         check_bn_policy(bn)
     changed: list[str] = []
-    with all_or_nothing(model):
+    scope = _change_scope(params, bns.values(), may_swap=frozen and bn == "frozen")
+    with all_or_nothing(model, *scope):
         for name, p in zip(names, params, strict=True):
             if p.requires_grad == frozen:
                 p.requires_grad_(not frozen)
@@ -242,7 +269,12 @@ def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> 
     _check_materialised(train.names + frozen.names, train.params + frozen.params)
     check_bn_policy_fits(frozen.bns, bn)
     before = {id(p): p.requires_grad for p in train.params + frozen.params}
-    with all_or_nothing(model):
+    scope = _change_scope(
+        train.params + frozen.params,
+        [*train.bns.values(), *frozen.bns.values()],
+        may_swap=bn == "frozen",
+    )
+    with all_or_nothing(model, *scope):
         up = apply_freeze(model, train.params, train.names, train.bns, frozen=False)
         down = apply_freeze(model, frozen.params, frozen.names, frozen.bns, frozen=True, bn=bn)
     # Net flips by identity: a tied parameter may be unfrozen under one name and refrozen

@@ -106,6 +106,23 @@ def test_module_registered_twice_in_one_parent_has_a_node_and_is_counted_once() 
     assert tree.counts.trainable == independent_counts(model)[1] == 0
 
 
+def test_tree_swaps_a_shared_batchnorm_under_both_names_and_counts_it_once() -> None:
+    bn = nn.BatchNorm1d(4)
+    model = nn.Sequential(nn.Linear(4, 4), bn, bn)  # twice in one parent
+    tree = ModuleTree(model)
+    assert tree.counts.total == independent_counts(model)[0] == 28
+    touched = {n.path for n in tree.set_frozen("1", True, bn="frozen")}
+    assert {"1", "2"} <= touched
+    assert tree.node("1").type_name == tree.node("2").type_name == "FrozenBatchNorm"
+    assert model[1] is model[2] and isinstance(model[1], FrozenBatchNorm)
+    assert tree.node("2").state == "frozen"
+    assert FreezeSpec.from_model(model).bn == "frozen"
+    tree.set_frozen("2", False)
+    assert model[1] is bn and model[2] is bn
+    assert tree.node("1").type_name == "BatchNorm1d" and tree.node("1").state == "trainable"
+    assert (tree.counts.total, tree.counts.trainable) == independent_counts(model)
+
+
 # ---------------------------------------------------------------------- BatchNorm subclasses
 
 
@@ -285,6 +302,37 @@ def test_a_failure_part_way_is_rolled_back() -> None:
         change_then_fail()
     assert model_fingerprint(model) == before
     assert bn_state(model[1]) == "eval"
+
+
+@pytest.mark.parametrize("policy", ["eval", "frozen"])
+@pytest.mark.parametrize("entry", ["freeze", "freeze_to", "tree"])
+def test_a_failure_inside_the_worker_is_rolled_back(
+    policy: str, entry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The BatchNorm step fails after parameters flipped and layers changed: all undone."""
+    from freeze_widgets import freezing
+
+    real = freezing.apply_bn_policy
+
+    def fails_after_changing(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise RuntimeError("boom")
+
+    model = make_seq_bn()
+    freeze(model, "3")
+    model[0].weight.grad = torch.ones(32, 32)
+    tree = ModuleTree(model)
+    before = model_fingerprint(model)
+    monkeypatch.setattr(freezing, "apply_bn_policy", fails_after_changing)
+    calls = {
+        "freeze": lambda: freeze(model, bn=policy),
+        "freeze_to": lambda: freeze_to(model, 2, bn=policy),
+        "tree": lambda: tree.set_frozen("", True, bn=policy),
+    }
+    with pytest.raises(RuntimeError, match="boom"):
+        calls[entry]()
+    assert model_fingerprint(model) == before
+    assert model[0].weight.grad is not None
 
 
 def _model_calls(bad: Any) -> list[tuple[str, Callable[[], Any]]]:
