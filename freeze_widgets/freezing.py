@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from ._helpers import check_bn_policy, close_matches, require_eager_module, require_module
+from ._helpers import (
+    check_bn_policy,
+    close_matches,
+    require_eager_module,
+    require_module,
+    require_strings,
+)
 from .bn import (
     BN_POLICIES,
     FrozenBatchNorm,
@@ -144,6 +150,8 @@ class Selection:
 
 def select(resolved: _Resolved) -> Selection:
     """All unique parameters under the resolved targets, their names, and BatchNorm layers."""
+    if not isinstance(resolved, _Resolved):
+        raise TypeError(f"resolved must come from resolve_targets(); got {type(resolved).__name__}")
     seen: set[int] = set()
     out = Selection([], [], {})
     for path, mod in resolved.modules:
@@ -230,7 +238,13 @@ def apply_freeze(
     them releases it.
     """
     require_eager_module(model)
-    _check_materialised(names, params)
+    if not isinstance(frozen, bool):
+        raise TypeError(f"frozen must be True or False; got {type(frozen).__name__}")
+    if not isinstance(bns, dict):
+        raise TypeError(f"bns must be a dict of path -> BatchNorm; got {type(bns).__name__}")
+    if not isinstance(params, list) or not all(isinstance(p, nn.Parameter) for p in params):
+        raise TypeError("params must be a list of nn.Parameter (see select())")
+    _check_materialised(require_strings(names, "names"), params)
     if frozen:
         check_bn_policy_fits(bns, bn)  # before touching anything
     else:
@@ -266,6 +280,9 @@ def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> 
     check runs before the first change, so a failure leaves the model as it was.
     """
     require_eager_module(model)
+    for argument, value in (("train", train), ("frozen", frozen)):
+        if not isinstance(value, Selection):
+            raise TypeError(f"{argument} must be a Selection; got {type(value).__name__}")
     _check_materialised(train.names + frozen.names, train.params + frozen.params)
     check_bn_policy_fits(frozen.bns, bn)
     before = {id(p): p.requires_grad for p in train.params + frozen.params}

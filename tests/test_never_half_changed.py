@@ -23,7 +23,15 @@ from freeze_widgets import (
     unfreeze,
 )
 from freeze_widgets.bn import bn_is_frozen, bn_state, iter_batchnorms, release_bn, set_bn_policy
-from freeze_widgets.freezing import all_or_nothing, top_level_groups
+from freeze_widgets.freezing import (
+    Selection,
+    all_or_nothing,
+    apply_freeze,
+    resolve_targets,
+    retarget,
+    select,
+    top_level_groups,
+)
 from freeze_widgets.spec import frozen_paths
 
 from .conftest import independent_counts, make_seq_bn, model_fingerprint, requires_grad_map
@@ -350,6 +358,9 @@ def _model_calls(bad: Any) -> list[tuple[str, Callable[[], Any]]]:
         ("model", lambda: frozen_paths(bad)),
         ("model", lambda: set_bn_policy(bad, "eval")),
         ("model", lambda: list(iter_batchnorms(bad))),
+        ("model", lambda: resolve_targets(bad, ["0"])),
+        ("model", lambda: apply_freeze(bad, [], [], {}, frozen=True)),
+        ("model", lambda: retarget(bad, Selection([], [], {}), Selection([], [], {}), "eval")),
         ("module", lambda: bn_state(bad)),
         ("module", lambda: bn_is_frozen(bad)),
         ("module", lambda: release_bn(bad)),
@@ -376,6 +387,15 @@ def _argument_calls(bad: Any) -> list[tuple[str, Callable[[], Any]]]:
         ("bn", lambda: ModuleTree(m).set_frozen("0", True, bn=bad)),
         ("bn", lambda: ModuleTree(m).set_bn_policy(bad)),
         ("bn", lambda: set_bn_policy(m, bad)),
+        ("targets", lambda: resolve_targets(m, bad)),
+        ("resolved", lambda: select(bad)),
+        ("train", lambda: retarget(m, bad, select(resolve_targets(m, ["0"])), "eval")),
+        ("frozen", lambda: apply_freeze(m, [], [], {}, frozen=bad)),
+        ("params", lambda: apply_freeze(m, [bad], ["0"], {}, frozen=True)),
+        ("names", lambda: apply_freeze(m, [m[0].weight], [bad], {}, frozen=True)),
+        ("bns", lambda: apply_freeze(m, [], [], bad, frozen=True)),
+        ("path", lambda: ModuleTree(m).subtree(bad)),
+        ("path", lambda: ModuleTree(m).freeze_through(bad)),
     ]
 
 
