@@ -22,10 +22,10 @@ from freeze_widgets import (
     freeze_to,
     unfreeze,
 )
+from freeze_widgets._rollback import all_or_nothing
 from freeze_widgets.bn import bn_is_frozen, bn_state, iter_batchnorms, release_bn, set_bn_policy
 from freeze_widgets.freezing import (
     Selection,
-    all_or_nothing,
     apply_freeze,
     resolve_targets,
     retarget,
