@@ -189,6 +189,10 @@ def test_bn_frozen_matches_timm_freeze_on_efficientnet() -> None:
     theirs_map = requires_grad_map(theirs)
     assert theirs_map.items() <= requires_grad_map(ours).items()
     assert type(ours.bn1).__name__ == "BatchNormAct2d"  # activation kept (trap 9)
+    assert bn_state(ours.bn1) == "frozen" and not ours.train().bn1.training
+    unfreeze(ours)
+    assert bn_state(ours.bn1) == "train" and ours.train().bn1.training
+    assert all(p.requires_grad for p in ours.parameters())
 
 
 # ---------------------------------------------------------------------- transformers
