@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, get_args
 
+import torch
 from torch import nn
 
 BnPolicy = Literal["eval", "frozen", "train"]
@@ -128,3 +129,21 @@ def require_strings(values: Iterable[object], argument: str) -> list[str]:
             )
         out.append(value)
     return out
+
+
+def require_eager_module(value: object, argument: str = "model") -> nn.Module:
+    """``value`` as an eager (not TorchScript) ``nn.Module``, or a TypeError saying what to do.
+
+    A scripted or traced module has no ``get_submodule``, and its BatchNorm layers can be
+    neither swapped nor kept in eval, so a freeze could only half-apply; freezing the eager
+    model first and scripting it afterwards keeps every ``requires_grad`` flag.
+    """
+    module = require_module(value, argument)
+    if isinstance(module, torch.jit.ScriptModule):
+        raise TypeError(
+            f"{argument} is a TorchScript module ({type(module).__name__}); freezing needs the "
+            "eager model: freeze it before torch.jit.script / torch.jit.trace (the scripted "
+            "module keeps requires_grad), or set p.requires_grad_(False) on the scripted "
+            "module's parameters yourself"
+        )
+    return module

@@ -13,8 +13,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parameter import is_lazy
 
-from ._helpers import BN_POLICIES, BnPolicy, check_bn_policy, parent_path, set_submodule
+from ._helpers import (
+    BN_POLICIES,
+    BnPolicy,
+    check_bn_policy,
+    parent_path,
+    require_eager_module,
+    require_module,
+    set_submodule,
+)
 from .change import FreezeChange
 
 __all__ = [
@@ -28,6 +37,7 @@ __all__ = [
     "iter_batchnorms",
     "release_bn",
     "set_bn_policy",
+    "swaps_when_frozen",
 ]
 
 
@@ -43,6 +53,39 @@ class _StayInEval:
     def __call__(self, mode: bool = True) -> nn.Module:
         self.module.training = False
         return self.module
+
+
+class _FrozenInPlace(_StayInEval):
+    """The "frozen" policy for a layer that cannot be swapped: it keeps its class, sits in eval.
+
+    Used for BatchNorm subclasses with behaviour of their own (timm's ``BatchNormAct2d`` fuses an
+    activation and drop, docs/design.md, trap 9) and for lazy layers not yet materialised.
+    """
+
+
+# Only these exact types are swapped for FrozenBatchNorm: their eval forward is exactly
+# F.batch_norm with the running statistics, so the swap keeps the output bit for bit.
+_SWAPPABLE: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+)
+
+
+def swaps_when_frozen(module: nn.Module) -> bool:
+    """True when the "frozen" policy swaps ``module`` for a :class:`FrozenBatchNorm`.
+
+    Plain ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm`` with running statistics are swapped.
+    Any subclass (timm's ``BatchNormAct2d``, a user's own) and a lazy layer still holding
+    uninitialised parameters is frozen in place instead: parameters frozen, eval mode that
+    survives ``model.train()``, class and forward kept, so its eval output is unchanged.
+    """
+    if type(module) not in _SWAPPABLE:
+        return False
+    return not any(
+        is_lazy(t) for t in (*module.parameters(recurse=False), *module.buffers(recurse=False))
+    )
 
 
 class FrozenBatchNorm(nn.Module):
@@ -103,7 +146,10 @@ def is_batchnorm(module: nn.Module) -> bool:
 
 def bn_state(module: nn.Module) -> BnPolicy:
     """How a BatchNorm layer currently treats its statistics: "frozen", "eval" or "train"."""
-    if isinstance(module, FrozenBatchNorm):
+    require_module(module, "module")
+    if isinstance(module, FrozenBatchNorm) or isinstance(
+        module.__dict__.get("train"), _FrozenInPlace
+    ):
         return "frozen"
     if isinstance(module.__dict__.get("train"), _StayInEval):
         return "eval"
@@ -112,6 +158,7 @@ def bn_state(module: nn.Module) -> BnPolicy:
 
 def release_bn(module: nn.Module) -> nn.Module:
     """Undo any policy on a BatchNorm layer; returns the module that should sit in the model."""
+    require_module(module, "module")
     if isinstance(module, FrozenBatchNorm):
         module = module.original
     if isinstance(module.__dict__.get("train"), _StayInEval):
@@ -121,6 +168,7 @@ def release_bn(module: nn.Module) -> nn.Module:
 
 def bn_is_frozen(module: nn.Module) -> bool:
     """A BatchNorm counts as frozen when all its parameters are (or, without any, by policy)."""
+    require_module(module, "module")
     params = list(module.parameters())
     if params:
         return not any(p.requires_grad for p in params)
@@ -129,6 +177,7 @@ def bn_is_frozen(module: nn.Module) -> bool:
 
 def iter_batchnorms(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """Every BatchNorm layer (including swapped :class:`FrozenBatchNorm`) with its path."""
+    require_module(model)
     for name, mod in model.named_modules():
         if is_batchnorm(mod):
             yield name, mod
@@ -157,33 +206,56 @@ def apply_bn_policy(
     """Give each layer of ``bns`` the policy its parameters call for (validate first).
 
     A layer gets ``bn`` only when ``frozen`` and all its parameters are frozen (one tied to
-    something still trainable keeps training); otherwise it is released to train.
+    something still trainable keeps training); otherwise it is released to train. A layer held
+    under several names is handled once, and a swap replaces it under every name, so no name
+    keeps the old layer with moving statistics.
 
     Returns:
         ``(path, before, after)`` per layer that changed, and the paths whose module was swapped.
     """
     changes: list[tuple[str, str, str]] = []
     replaced: list[str] = []
+    done: set[int] = set()
+    aliases: dict[int, list[str]] | None = None
     for path, mod in bns.items():
+        if id(mod) in done:
+            continue
+        done.add(id(mod))
         before = bn_state(mod)
         all_frozen = not any(p.requires_grad for p in mod.parameters())
         target = bn if (frozen and all_frozen) else "train"
         if before == target:
             continue
-        new = release_bn(mod)
-        if target == "eval":
-            new.eval()
-            object.__setattr__(new, "train", _StayInEval(new))
-        elif target == "frozen":
-            assert isinstance(new, _BatchNorm)
-            new = FrozenBatchNorm(new)
-        else:
-            new.train(_parent_training(model, path))
+        new = _with_policy(model, path, release_bn(mod), target)
         if new is not mod:
-            set_submodule(model, path, new)
-            replaced.append(path)
+            aliases = _module_paths(model) if aliases is None else aliases
+            for alias in aliases.get(id(mod), [path]):
+                set_submodule(model, alias, new)
+                replaced.append(alias)
         changes.append((path, before, target))
     return changes, replaced
+
+
+def _with_policy(model: nn.Module, path: str, released: nn.Module, target: str) -> nn.Module:
+    """``released`` (a layer with no policy) given ``target``; a new module for a swap."""
+    if target == "frozen" and swaps_when_frozen(released):
+        assert isinstance(released, _BatchNorm)
+        return FrozenBatchNorm(released)
+    if target in ("eval", "frozen"):
+        released.eval()
+        keep = _FrozenInPlace if target == "frozen" else _StayInEval
+        object.__setattr__(released, "train", keep(released))
+    else:
+        released.train(_parent_training(model, path))
+    return released
+
+
+def _module_paths(model: nn.Module) -> dict[int, list[str]]:
+    """Every path under which each module is registered (a shared module has several)."""
+    paths: dict[int, list[str]] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        paths.setdefault(id(mod), []).append(name)
+    return paths
 
 
 def _parent_training(model: nn.Module, path: str) -> bool:
@@ -197,6 +269,7 @@ def set_bn_policy(model: nn.Module, bn: str) -> FreezeChange:
     Raises:
         TypeError / ValueError: ``bn`` is not a policy, or cannot apply; the model is unchanged.
     """
+    require_eager_module(model)
     frozen = {path: mod for path, mod in iter_batchnorms(model) if path and bn_is_frozen(mod)}
     check_bn_policy_fits(frozen, bn)
     changes, replaced = apply_bn_policy(model, frozen, frozen=True, bn=bn)

@@ -15,11 +15,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from torch import nn
+from torch.nn.parameter import is_lazy
 
-if TYPE_CHECKING:
-    pass
+if TYPE_CHECKING:  # typed re-export; at run time __getattr__ below avoids the import cycle
+    from .spec import FreezeSpec  # noqa: F401
 
-from ._helpers import check_bn_policy, close_matches, require_module
+from ._helpers import (
+    check_bn_policy,
+    close_matches,
+    require_eager_module,
+    require_module,
+    require_strings,
+)
+from ._rollback import all_or_nothing, change_scope
 from .bn import (
     BN_POLICIES,
     FrozenBatchNorm,
@@ -88,16 +96,24 @@ def _match_pattern(model: nn.Module, pattern: str, resolved: _Resolved) -> bool:
     return hit
 
 
-def resolve_targets(model: nn.Module, targets: Iterable[str]) -> _Resolved:
+def resolve_targets(model: nn.Module, targets: Iterable[str], *, exact: bool = False) -> _Resolved:
     """Resolve dotted paths and glob patterns to modules and parameters.
 
     An exact path wins over a pattern: module names may contain glob characters
-    (docs/design.md, trap 10).
+    (docs/design.md, trap 10), so ``"d.r[1]"`` is the module named ``r[1]`` when there is one.
+
+    Args:
+        model: The model the paths are relative to.
+        targets: Dotted paths or glob patterns.
+        exact: Treat every target as an exact path, never a pattern (saved specs).
 
     Raises:
-        TypeError: a target is not a string.
+        TypeError: ``model`` is not an eager module, or a target is not a string.
         ValueError: if any target matches nothing (naming close matches); nothing is changed.
     """
+    require_eager_module(model)
+    if isinstance(targets, str) or not isinstance(targets, Iterable):
+        raise TypeError(f"targets must be an iterable of strings; got {type(targets).__name__}")
     resolved = _Resolved([], [])
     for target in targets:
         if not isinstance(target, str):
@@ -115,7 +131,8 @@ def resolve_targets(model: nn.Module, targets: Iterable[str]) -> _Resolved:
             continue
         except AttributeError:
             pass
-        if not (any(ch in target for ch in "*?[") and _match_pattern(model, target, resolved)):
+        is_pattern = not exact and any(ch in target for ch in "*?[")
+        if not (is_pattern and _match_pattern(model, target, resolved)):
             raise _unknown_target_error(target, model)
     return resolved
 
@@ -137,6 +154,8 @@ class Selection:
 
 def select(resolved: _Resolved) -> Selection:
     """All unique parameters under the resolved targets, their names, and BatchNorm layers."""
+    if not isinstance(resolved, _Resolved):
+        raise TypeError(f"resolved must come from resolve_targets(); got {type(resolved).__name__}")
     seen: set[int] = set()
     out = Selection([], [], {})
     for path, mod in resolved.modules:
@@ -170,20 +189,40 @@ def apply_freeze(
     A BatchNorm layer gets the policy only when all its parameters are frozen; unfreezing any of
     them releases it.
     """
+    require_eager_module(model)
+    if not isinstance(frozen, bool):
+        raise TypeError(f"frozen must be True or False; got {type(frozen).__name__}")
+    if not isinstance(bns, dict):
+        raise TypeError(f"bns must be a dict of path -> BatchNorm; got {type(bns).__name__}")
+    if not isinstance(params, list) or not all(isinstance(p, nn.Parameter) for p in params):
+        raise TypeError("params must be a list of nn.Parameter (see select())")
+    _check_materialised(require_strings(names, "names"), params)
     if frozen:
         check_bn_policy_fits(bns, bn)  # before touching anything
     else:
         check_bn_policy(bn)
     changed: list[str] = []
-    for name, p in zip(names, params, strict=True):
-        if p.requires_grad == frozen:
-            p.requires_grad_(not frozen)
-            changed.append(name)
-        if frozen:
-            p.grad = None
-    bn_changes, replaced = apply_bn_policy(model, bns, frozen=frozen, bn=bn)
+    scope = change_scope(params, bns.values(), may_swap=frozen and bn == "frozen")
+    with all_or_nothing(model, *scope):
+        for name, p in zip(names, params, strict=True):
+            if p.requires_grad == frozen:
+                p.requires_grad_(not frozen)
+                changed.append(name)
+            if frozen:
+                p.grad = None
+        bn_changes, replaced = apply_bn_policy(model, bns, frozen=frozen, bn=bn)
     flips = {"frozen": tuple(changed)} if frozen else {"unfrozen": tuple(changed)}
     return FreezeChange(**flips, batchnorm=tuple(bn_changes), replaced=tuple(replaced))
+
+
+def _check_materialised(names: list[str], params: list[nn.Parameter]) -> None:
+    """Lazy modules' parameters refuse ``requires_grad_`` until a forward pass creates them."""
+    lazy = [name for name, p in zip(names, params, strict=True) if is_lazy(p)]
+    if lazy:
+        raise ValueError(
+            f"{', '.join(lazy[:3])} {'is' if len(lazy) == 1 else 'are'} not materialised yet "
+            "(a Lazy module): run one forward pass with a real input first, then freeze"
+        )
 
 
 def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> FreezeChange:
@@ -192,10 +231,21 @@ def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> 
     Unfreezing first means a parameter in both (tied across the two sides) ends frozen. Every
     check runs before the first change, so a failure leaves the model as it was.
     """
+    require_eager_module(model)
+    for argument, value in (("train", train), ("frozen", frozen)):
+        if not isinstance(value, Selection):
+            raise TypeError(f"{argument} must be a Selection; got {type(value).__name__}")
+    _check_materialised(train.names + frozen.names, train.params + frozen.params)
     check_bn_policy_fits(frozen.bns, bn)
     before = {id(p): p.requires_grad for p in train.params + frozen.params}
-    up = apply_freeze(model, train.params, train.names, train.bns, frozen=False)
-    down = apply_freeze(model, frozen.params, frozen.names, frozen.bns, frozen=True, bn=bn)
+    scope = change_scope(
+        train.params + frozen.params,
+        [*train.bns.values(), *frozen.bns.values()],
+        may_swap=bn == "frozen",
+    )
+    with all_or_nothing(model, *scope):
+        up = apply_freeze(model, train.params, train.names, train.bns, frozen=False)
+        down = apply_freeze(model, frozen.params, frozen.names, frozen.bns, frozen=True, bn=bn)
     # Net flips by identity: a tied parameter may be unfrozen under one name and refrozen
     # under another; it is reported once, under its name on the frozen side.
     net = Selection([], [], {})
@@ -223,13 +273,19 @@ def freeze(model: nn.Module, *targets: str, bn: str = "eval") -> FreezeChange:
         *targets: Dotted module or parameter paths, or glob patterns (``"layer1"``,
             ``"layer2.*"``, ``"*.bn1"``, ``"*.bias"``). No target freezes the whole model.
         bn: BatchNorm policy for layers whose parameters all end up frozen: ``"eval"`` keeps
-            them in eval mode even after ``model.train()``; ``"frozen"`` swaps them for
-            :class:`FrozenBatchNorm`; ``"train"`` lets running statistics keep updating.
+            them in eval mode even after ``model.train()``; ``"frozen"`` swaps plain
+            ``BatchNorm1d/2d/3d`` / ``SyncBatchNorm`` for :class:`FrozenBatchNorm` (under every
+            name a shared layer has) and freezes any subclass in place (timm's
+            ``BatchNormAct2d`` keeps its activation), so eval outputs are unchanged;
+            ``"train"`` lets running statistics keep updating.
 
     Returns:
         A :class:`FreezeChange` naming what changed.
 
     Raises:
+        TypeError: ``model`` is not an eager module (a TorchScript module: freeze the eager
+            model before scripting; scripting keeps ``requires_grad``), or a target / ``bn``
+            is not a string.
         ValueError: an unknown target (close matches named) or policy; the model is unchanged.
 
     Example:
@@ -240,7 +296,7 @@ def freeze(model: nn.Module, *targets: str, bn: str = "eval") -> FreezeChange:
         (False, False)
     """
     check_bn_policy(bn)
-    chosen = select(resolve_targets(require_module(model), targets or ("",)))
+    chosen = select(resolve_targets(model, targets or ("",)))
     return apply_freeze(model, chosen.params, chosen.names, chosen.bns, frozen=True, bn=bn)
 
 
@@ -250,7 +306,7 @@ def unfreeze(model: nn.Module, *targets: str) -> FreezeChange:
     Same targets as :func:`freeze`; no target unfreezes the whole model. A BatchNorm swapped
     for :class:`FrozenBatchNorm` is restored to the original layer.
     """
-    chosen = select(resolve_targets(require_module(model), targets or ("",)))
+    chosen = select(resolve_targets(model, targets or ("",)))
     return apply_freeze(model, chosen.params, chosen.names, chosen.bns, frozen=False)
 
 
@@ -260,6 +316,7 @@ def top_level_groups(model: nn.Module) -> list[str]:
     Children without parameters (ReLU, pooling) are not groups, so ``freeze_to(m, -2)`` on a
     ResNet leaves ``layer4`` and ``fc`` trainable rather than stopping at ``avgpool``.
     """
+    require_module(model)
     groups = [name for name, _ in model.named_parameters(recurse=False)]
     groups += [
         name for name, child in model.named_children() if next(child.parameters(), None) is not None
@@ -273,17 +330,17 @@ def freeze_to(model: nn.Module, n: int, *, bn: str = "eval") -> FreezeChange:
     Negative ``n`` counts from the end: ``freeze_to(model, -1)`` trains only the last group.
     Groups are those of :func:`top_level_groups`.
     """
-    groups = top_level_groups(require_module(model))
-    if not groups:
-        raise ValueError("the model has no parameters to freeze")
+    groups = top_level_groups(require_eager_module(model))
     if not isinstance(n, int) or isinstance(n, bool):
         raise TypeError(f"n must be an int; got {type(n).__name__} {n!r}")
+    check_bn_policy(bn)
+    if not groups:
+        raise ValueError("the model has no parameters to freeze")
     if not -len(groups) <= n <= len(groups):
         raise ValueError(
             f"n={n} is out of range: the model has {len(groups)} groups "
             f"({', '.join(groups)}); use -{len(groups)}..{len(groups)}"
         )
-    check_bn_policy(bn)
     cut = n if n >= 0 else len(groups) + n
     train = select(resolve_targets(model, groups[cut:]))
     frozen = select(resolve_targets(model, groups[:cut]))
@@ -342,7 +399,7 @@ def freeze_through(model: nn.Module, path: str, *, bn: str = "eval") -> FreezeCh
         >>> m.layer2[0].conv2.weight.requires_grad, m.layer2[0].bn2.weight.requires_grad
         (False, True)
     """
-    require_module(model)
+    require_eager_module(model)
     if not isinstance(path, str):
         raise TypeError(f"path must be a dotted path string; got {type(path).__name__} {path!r}")
     check_bn_policy(bn)

@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from ._helpers import check_bn_policy, require_module
-from .bn import bn_state, is_batchnorm
+from ._helpers import check_bn_policy, require_eager_module, require_module, require_strings
+from .bn import bn_is_frozen, bn_state, iter_batchnorms
 from .change import FreezeChange
 from .freezing import resolve_targets, retarget, select
 
@@ -18,6 +18,7 @@ __all__ = ["FreezeSpec", "frozen_paths"]
 
 def frozen_paths(model: nn.Module) -> list[str]:
     """Highest fully-frozen module paths, plus frozen parameters of partly-frozen modules."""
+    require_module(model)
     out: list[str] = []
 
     def walk(path: str, mod: nn.Module) -> None:
@@ -49,6 +50,22 @@ def _check_bn(bn: object, argument: str) -> str:
     return checked
 
 
+def _policy_in_force(model: nn.Module) -> str:
+    """The one BatchNorm policy of the frozen BatchNorm layers ("eval" when there are none)."""
+    policies: dict[str, list[str]] = {}
+    for path, mod in iter_batchnorms(model):
+        if bn_is_frozen(mod):
+            policies.setdefault(bn_state(mod), []).append(path or "(root)")
+    if len(policies) > 1:
+        found = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in sorted(policies.items()))
+        raise ValueError(
+            f"the frozen BatchNorm layers follow different policies ({found}), and a FreezeSpec "
+            "holds one; pass bn='eval' / 'frozen' / 'train' to FreezeSpec.from_model, or make "
+            "them agree first with set_bn_policy(model, ...)"
+        )
+    return next(iter(policies), "eval")
+
+
 @dataclass(frozen=True)
 class FreezeSpec:
     """A freeze as data: the shortest list of frozen paths plus the BatchNorm policy.
@@ -61,28 +78,46 @@ class FreezeSpec:
     frozen: tuple[str, ...] = ()
     bn: str = "eval"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.frozen, str) or not isinstance(self.frozen, (tuple, list)):
+            raise TypeError(
+                f"frozen must be a tuple of dotted paths; got {type(self.frozen).__name__}"
+            )
+        object.__setattr__(self, "frozen", tuple(require_strings(self.frozen, "frozen")))
+        check_bn_policy(self.bn)
+
     @classmethod
     def from_model(cls, model: nn.Module, *, bn: str | None = None) -> FreezeSpec:
-        """Record the current ``requires_grad`` state of ``model``.
+        """Record the current ``requires_grad`` state of ``model`` and its BatchNorm policy.
 
-        The BatchNorm policy is read off the model (the first BatchNorm with a policy) unless
-        given.
+        Without ``bn``, the policy is the one actually in force on the frozen BatchNorm layers
+        ("train" included), so applying the spec reproduces their behaviour. A model without
+        frozen BatchNorm layers records "eval".
+
+        Raises:
+            TypeError: ``model`` is not a module.
+            ValueError: the frozen BatchNorm layers follow different policies (one spec holds
+                one); the message names them. Pass ``bn=`` to choose one, or make them agree
+                with ``set_bn_policy(model, ...)`` first.
         """
         require_module(model)
         if bn is None:
-            states = {bn_state(m) for m in model.modules() if is_batchnorm(m)} - {"train"}
-            bn = "frozen" if "frozen" in states else "eval"
+            bn = _policy_in_force(model)
         return cls(tuple(frozen_paths(model)), _check_bn(bn, "FreezeSpec.from_model"))
 
     def apply(self, model: nn.Module) -> FreezeChange:
         """Make ``model`` frozen exactly at these paths and trainable elsewhere, in place.
 
+        Paths are exact, never patterns (a name like ``r[1]`` is that name; docs/design.md,
+        trap 10).
+
         Raises:
+            TypeError: ``model`` is not an eager module (freeze before scripting).
             ValueError: a path does not exist in ``model`` (close matches named), or the policy
-                is not one; the model is left unchanged.
+                cannot apply; the model is left unchanged.
         """
         _check_bn(self.bn, "FreezeSpec.bn")
-        frozen = select(resolve_targets(require_module(model), self.frozen))
+        frozen = select(resolve_targets(require_eager_module(model), self.frozen, exact=True))
         return retarget(model, select(resolve_targets(model, [""])), frozen, self.bn)
 
     def to_json(self) -> str:
@@ -101,8 +136,11 @@ class FreezeSpec:
         """Parse :meth:`to_json` output.
 
         Raises:
+            TypeError: ``text`` is not a string.
             ValueError: the text is not a FreezeSpec JSON document (says what is wrong).
         """
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"text must be a JSON string; got {type(text).__name__}")
         try:
             data: Any = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -118,12 +156,14 @@ class FreezeSpec:
         return cls(tuple(frozen), _check_bn(data.get("bn", "eval"), "not a FreezeSpec"))
 
     def to_code(self) -> str:
-        """Plain PyTorch (no freeze_widgets import) that reproduces this freeze on ``model``."""
-        lines = [
-            "# Freeze reproduced without freeze_widgets; run with `model` in scope.",
-            "import torch",
-            "",
-        ]
+        """Plain PyTorch (no freeze_widgets import) that reproduces this freeze on ``model``.
+
+        Frozen BatchNorm layers ("eval" and "frozen" policies) are put in eval mode, and their
+        ``train`` is replaced by an instance of a small class the code defines, so
+        ``model.train()`` leaves them in eval and ``torch.save(model)`` still pickles (a lambda
+        would not). As with any pickled model, loading it needs that class defined again.
+        """
+        lines = ["# Freeze reproduced without freeze_widgets; run with `model` in scope.", ""]
         if "" in self.frozen:
             lines += ["frozen_paths = None  # the whole model", ""]
             hit = "True"
@@ -146,13 +186,33 @@ class FreezeSpec:
             "        p.grad = None  # a stale gradient would still move it under momentum",
         ]
         if self.bn in ("eval", "frozen"):
-            lines += [
-                "",
-                "# Frozen BatchNorm layers keep their running statistics: eval mode that",
-                "# survives model.train().",
-                "for n, m in model.named_modules():",
-                "    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and is_frozen(n):",
-                "        m.eval()",
-                "        m.train = lambda mode=True, m=m: m",
-            ]
+            lines += _KEEP_BN_IN_EVAL_CODE
         return "\n".join(lines) + "\n"
+
+
+_KEEP_BN_IN_EVAL_CODE = [
+    "",
+    "import torch",
+    "",
+    "",
+    "class KeepInEval:",
+    '    """Replaces a frozen BatchNorm\'s train(): model.train() leaves it in eval.',
+    "",
+    "    A class instance rather than a lambda, so torch.save(model) still pickles.",
+    '    """',
+    "",
+    "    def __init__(self, module):",
+    "        self.module = module",
+    "",
+    "    def __call__(self, mode=True):",
+    "        self.module.training = False",
+    "        return self.module",
+    "",
+    "",
+    "# Frozen BatchNorm layers keep their running statistics: eval mode that survives",
+    "# model.train(). Every name of a shared layer is checked.",
+    "for n, m in model.named_modules(remove_duplicate=False):",
+    "    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and is_frozen(n):",
+    "        m.eval()",
+    '        m.__dict__["train"] = KeepInEval(m)',
+]

@@ -15,7 +15,7 @@ from typing import Literal
 
 from torch import nn
 
-from ._helpers import unknown_name_error
+from ._helpers import check_bn_policy, require_module, unknown_name_error
 from .bn import is_batchnorm, set_bn_policy
 from .change import FreezeChange
 from .freezing import apply_freeze, freeze_through
@@ -66,7 +66,7 @@ def count_parameters(model: nn.Module) -> ParamCounts:
         'trainable 9 of 9 (100%)'
     """
     total = trainable = 0
-    for p in model.parameters():  # parameters() de-duplicates shared tensors
+    for p in require_module(model).parameters():  # parameters() de-duplicates shared tensors
         n = p.numel()
         total += n
         if p.requires_grad:
@@ -136,7 +136,7 @@ class ModuleTree:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
+        self.model = require_module(model)
         self.nodes: list[Node] = []
         self._index: dict[str, int] = {}
         self._modules: list[nn.Module | None] = []
@@ -196,7 +196,10 @@ class ModuleTree:
         self._modules.append(module)
         own = list(module.named_parameters(recurse=False))
         node.own = sum(p.numel() for _, p in own)
-        children = list(module.named_children())
+        # Every registered name, not named_children(): that skips a module registered twice in
+        # one parent (Sequential(lin, ReLU(), lin)), yet "2" is a valid freeze target. The second
+        # node holds the same parameters, counted once like any tied parameter.
+        children = [(n, c) for n, c in module._modules.items() if c is not None]
         prefix = f"{path}." if path else ""
         if children and own:
             # Parameters owned next to children (ViT's class_token) get rows of their own, so
@@ -241,8 +244,11 @@ class ModuleTree:
         """The node at ``path``.
 
         Raises:
+            TypeError: ``path`` is not a string.
             ValueError: no such path; close matches are named.
         """
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a dotted path string; got {type(path).__name__}")
         try:
             return self.nodes[self._index[path]]
         except KeyError:
@@ -273,6 +279,9 @@ class ModuleTree:
             The nodes whose counts, state or type changed.
         """
         node = self.node(path)
+        if not isinstance(frozen, bool):
+            raise TypeError(f"frozen must be True or False; got {type(frozen).__name__}")
+        check_bn_policy(bn)
         seen: set[int] = set()
         params: list[nn.Parameter] = []
         names: list[str] = []
@@ -326,6 +335,7 @@ class ModuleTree:
         Returns:
             The nodes whose module was swapped (their type changed).
         """
+        check_bn_policy(bn)
         return self._after_change(set_bn_policy(self.model, bn))
 
     def refresh(self) -> None:

@@ -109,3 +109,39 @@ def independent_counts(module: nn.Module) -> tuple[int, int]:
 
 def requires_grad_map(model: nn.Module) -> dict[str, bool]:
     return {n: p.requires_grad for n, p in model.named_parameters(remove_duplicate=False)}
+
+
+def _tensor_fingerprint(t: torch.Tensor) -> object:
+    """A tensor's bytes (so NaN equals itself); identity only where there are none to read."""
+    from torch.nn.parameter import is_lazy
+
+    if is_lazy(t) or t.device.type == "meta":
+        return (type(t).__name__, id(t))
+    return (
+        t.dtype,
+        tuple(t.shape),
+        t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(),
+    )
+
+
+def model_fingerprint(model: nn.Module) -> dict[str, object]:
+    """Everything a public call may change, to assert a failing call changed none of it.
+
+    State tensors bitwise (as bytes, so NaN compares equal to itself), the requires_grad map,
+    every module's type and training flag, by every name (shared modules included), and which
+    BatchNorm layers have their ``train`` replaced by a policy.
+    """
+    state = {name: _tensor_fingerprint(t) for name, t in model.state_dict(keep_vars=True).items()}
+    modules = model.named_modules(remove_duplicate=False)
+    return {
+        "state": state,
+        "requires_grad": requires_grad_map(model),
+        "types": {n: type(m).__name__ for n, m in modules},
+        "training": {n: m.training for n, m in model.named_modules(remove_duplicate=False)},
+        "train_overrides": {
+            n: type(m.__dict__["train"]).__name__
+            for n, m in model.named_modules(remove_duplicate=False)
+            if "train" in m.__dict__
+        },
+        "identity": [id(m) for _, m in model.named_modules(remove_duplicate=False)],
+    }

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from .._helpers import check_bn_policy, module_modes, require_module
+from .._rollback import all_or_nothing
 from ..bn import bn_is_frozen, bn_state, iter_batchnorms, set_bn_policy
 from .data import DEFAULT_IMAGE_SIZE, augment_batch, infer_num_classes, make_loader, split_batch
 from .head import OPTIMIZERS, find_head, make_optimizer, replace_head, trainable_parameters
@@ -33,7 +34,7 @@ from .modes import restore_modes_by_policy
 from .prefix import FrozenPrefix
 from .report import FineTuneReport, NonFiniteLossError, StepEvent, UnfreezeEvent
 from .schedule import ULMFIT_LR_FACTOR, resolve_schedule, unfreeze_group
-from .validate import check_materialized, check_one_batch, rolled_back_on_error
+from .validate import check_materialized, check_one_batch
 from .verify import snapshot, verify
 
 __all__ = ["finetune"]
@@ -134,7 +135,7 @@ def finetune(
 
     report = FineTuneReport(num_classes=num_classes, optimizer=optimizer.lower(), lr=lr)
     modes = module_modes(model)
-    with rolled_back_on_error(model):
+    with all_or_nothing(model):
         if num_classes is not None:
             report.head_replaced = replace_head(model, num_classes, seed)
         check_one_batch(model, loader, num_classes)

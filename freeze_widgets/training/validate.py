@@ -8,8 +8,6 @@ while preparing (head replacement, BatchNorm policy) is undone if anything fails
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -19,7 +17,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from .._helpers import preserved_modes
 from .data import labels_of, split_batch
 
-__all__ = ["check_materialized", "check_one_batch", "rolled_back_on_error"]
+__all__ = ["check_materialized", "check_one_batch"]
 
 _SAMPLE = 2  # eval mode makes one forward batch-independent; two items keep BatchNorm1d happy
 
@@ -94,28 +92,3 @@ def _forward_once(model: nn.Module, batch: Any, num_classes: int | None) -> None
             f"num_classes={out.shape[1]}"
         )
     del y
-
-
-@contextlib.contextmanager
-def rolled_back_on_error(model: nn.Module) -> Iterator[None]:
-    """Undo module replacements and BatchNorm policy changes if the block raises."""
-    children = {name: dict(mod.named_children()) for name, mod in model.named_modules()}
-    modes = {mod: mod.training for mod in model.modules()}
-    grads = {p: p.requires_grad for p in model.parameters()}
-    train_attrs = {mod: mod.__dict__.get("train") for mod in model.modules()}
-    try:
-        yield
-    except BaseException:
-        for path, kids in children.items():
-            parent = model.get_submodule(path) if path else model
-            for name, child in kids.items():
-                setattr(parent, name, child)
-        for mod, mode in modes.items():
-            mod.training = mode
-            if train_attrs[mod] is None:
-                mod.__dict__.pop("train", None)
-            else:
-                mod.__dict__["train"] = train_attrs[mod]
-        for p, flag in grads.items():
-            p.requires_grad_(flag)
-        raise
