@@ -77,4 +77,3 @@ class LiveCost:
                 f"The cost estimate failed: {self.error}",
             )
         return estimate.summary(), "\n".join(self.assumptions)
-

@@ -172,7 +172,7 @@ class FreezeExplorer(widgets.VBox):
         self.tree_view._on_msg(self.tree_view, message, [])
 
     def freeze_up_to(self, path: str) -> None:
-        """"Freeze up to here" on a row, exactly as its button (or key U) in the browser does."""
+        """ "Freeze up to here" on a row, exactly as its button (or key U) in the browser does."""
         self.tree_view._on_msg(self.tree_view, {"type": "freeze_to", "path": path}, [])
 
     def state(self, path: str) -> NodeState:
@@ -217,8 +217,8 @@ class FreezeExplorer(widgets.VBox):
         self.panels.shutdown()
         self._busy.clear_listeners()
         self.tree_view.clear_handlers()
-        close_widget_tree(self)
         self._model = self._tree = self._cost = None
+        close_widget_tree(self)  # calls self.close() again: the branch above, then VBox's
 
     # ------------------------------------------------------------------ view updates
 
@@ -275,8 +275,11 @@ class FreezeExplorer(widgets.VBox):
         if busy:
             self._busy_note = f"{reason}: ticks and other model changes wait until it ends"
             self.messages.info(self._busy_note)
-        elif self._busy_note and self._busy_note in html.unescape(self.messages.value):
-            self.messages.clear()
+        else:
+            # The busy line and any refusal it caused are out of date once the run ends.
+            shown = html.unescape(self.messages.value)
+            if "fw-refused" in shown or (self._busy_note and self._busy_note in shown):
+                self.messages.clear()
             self._busy_note = ""
 
     # ------------------------------------------------------------------ handlers

@@ -39,9 +39,8 @@ def weights_notice(source: str, model_name: str | None = None) -> str:
     ``URLError``) stays out of the line, which says what happened and how to fix it.
     """
     if source.startswith(_RANDOM):
-        return (
-            "Random weights: the pretrained file could not be downloaded. "
-            + _checkpoint_hint(model_name)
+        return "Random weights: the pretrained file could not be downloaded. " + _checkpoint_hint(
+            model_name
         )
     if source.startswith("random"):
         return "Random weights (pretrained=False)."

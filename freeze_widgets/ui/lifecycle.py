@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ipywidgets as widgets
 
-__all__ = ["close_widget_tree", "current_cell_id", "remember", "take_previous"]
+__all__ = [
+    "close_created",
+    "close_widget_tree",
+    "current_cell_id",
+    "remember",
+    "take_previous",
+    "track_created",
+]
 
 # Weak values: remembering an explorer must never be what keeps it (and its model) alive.
 _BY_KEY: weakref.WeakValueDictionary[tuple[str, Any], Any] = weakref.WeakValueDictionary()
@@ -47,6 +55,37 @@ def close_widget_tree(root: widgets.Widget) -> int:
             closed += 1
         widget.close()
     return closed
+
+
+def _registry() -> dict[str, widgets.Widget]:
+    # ipywidgets 8 keeps every open widget here (``Widget.widgets`` is its deprecated alias).
+    registry = getattr(widgets.widget, "_instances", None)
+    return registry if isinstance(registry, dict) else {}
+
+
+@contextmanager
+def track_created(made: dict[str, weakref.ref[widgets.Widget]]) -> Iterator[None]:
+    """Record (weakly) every widget created inside the block, including ones no tree reaches.
+
+    A widget built and then replaced (a default ``Layout`` swapped for a shared one) is still
+    registered; only this record can close it.
+    """
+    before = set(_registry())
+    try:
+        yield
+    finally:
+        for key, widget in list(_registry().items()):
+            if key not in before:
+                made[key] = weakref.ref(widget)
+
+
+def close_created(made: dict[str, weakref.ref[widgets.Widget]]) -> None:
+    """Close every recorded widget still alive."""
+    for ref in made.values():
+        widget = ref()
+        if widget is not None:
+            widget.close()
+    made.clear()
 
 
 def current_cell_id() -> str | None:

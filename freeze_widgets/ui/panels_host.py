@@ -11,7 +11,7 @@ from torch import nn
 from .background import BusyState
 from .export_panel import ExportPanel
 from .finetune_panel import FineTunePanel
-from .lifecycle import close_widget_tree
+from .lifecycle import close_created, close_widget_tree, track_created
 
 __all__ = ["META_TOOLTIP", "PanelsHost", "is_meta"]
 
@@ -52,6 +52,8 @@ class PanelsHost(widgets.VBox):
         self._get_bn_policy = get_bn_policy
         self._finetune: FineTunePanel | None = None
         self._export: ExportPanel | None = None
+        self._made: dict[str, Any] = {}  # every widget the panels made, for shutdown()
+        self._sections: dict[str, widgets.Widget] = {}
         auto = widgets.Layout(width="auto")
         self.open_finetune = widgets.ToggleButton(
             layout=auto,
@@ -82,11 +84,12 @@ class PanelsHost(widgets.VBox):
     @property
     def finetune(self) -> FineTunePanel:
         if self._finetune is None:
-            panel = FineTunePanel(
-                self._get_model,
-                on_finished=self._on_finetune_finished,
-                get_bn_policy=self._get_bn_policy,
-            )
+            with track_created(self._made):
+                panel = FineTunePanel(
+                    self._get_model,
+                    on_finished=self._on_finetune_finished,
+                    get_bn_policy=self._get_bn_policy,
+                )
             panel.busy = self._busy
             panel.busy_reason = "a fine-tune is running"
             self._finetune = panel
@@ -95,7 +98,8 @@ class PanelsHost(widgets.VBox):
     @property
     def export(self) -> ExportPanel:
         if self._export is None:
-            panel = ExportPanel(self._get_model)
+            with track_created(self._made):
+                panel = ExportPanel(self._get_model)
             panel.busy = self._busy
             panel.busy_reason = "an export is running"
             self._export = panel
@@ -104,23 +108,24 @@ class PanelsHost(widgets.VBox):
     def built(self) -> list[FineTunePanel | ExportPanel]:
         return [p for p in (self._finetune, self._export) if p is not None]
 
+    def _section(self, key: str, title: str) -> widgets.Widget:
+        """The panel under its heading, built once (re-toggling reuses it)."""
+        if key not in self._sections:
+            panel = self.finetune if key == "finetune" else self.export
+            with track_created(self._made):
+                heading = widgets.HTML(f'<h4 style="margin:10px 0 4px">{title}</h4>')
+                self._sections[key] = widgets.VBox([heading, panel])
+        return self._sections[key]
+
     def _show(self, _change: Any = None) -> None:
         sections = []
-        for toggle, title, make in (
-            (
-                self.open_finetune,
-                "Demo fine-tune: a short real run that respects the freeze",
-                lambda: self.finetune,
-            ),
-            (
-                self.open_export,
-                "Partial-bound export, verified with onnxruntime",
-                lambda: self.export,
-            ),
-        ):
-            if toggle.value:
-                heading = widgets.HTML(f'<h4 style="margin:10px 0 4px">{title}</h4>')
-                sections.append(widgets.VBox([heading, make()]))
+        if self.open_finetune.value:
+            title = "Demo fine-tune: a short real run that respects the freeze"
+            sections.append(self._section("finetune", title))
+        if self.open_export.value:
+            sections.append(
+                self._section("export", "Partial-bound export, verified with onnxruntime")
+            )
         self._panel_box.children = sections
 
     def shutdown(self) -> None:
@@ -134,5 +139,7 @@ class PanelsHost(widgets.VBox):
             if callable(netron):
                 netron()  # the export panel's Netron servers
             close_widget_tree(panel)
+        close_created(self._made)
+        self._sections.clear()
         self._finetune = self._export = None
         close_widget_tree(self)
