@@ -71,8 +71,8 @@ def test_random_weights_notice_is_plain_and_says_where_the_file_goes(
 def test_training_memory_line_follows_every_tick(resnet18: nn.Module, bn: str) -> None:
     ex = FreezeExplorer(resnet18)
     ex.toolbar.bn.value = bn
-    for path in ("", "layer1", "layer3.1", "fc"):
-        ex.tick(path, frozen=path != "")
+    for path, frozen in (("", False), ("layer1", True), ("layer3.1", True), ("fc", True)) * 2:
+        ex.tick(path, frozen=frozen if ex.state(path) != "frozen" else False)
         expected = CostModel(resnet18, example_inputs=False).estimate("adamw", activations=False)
         assert ex.header.cost[0] == expected.summary()
         assert html.escape(expected.summary()) in ex.header.value

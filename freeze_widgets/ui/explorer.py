@@ -239,7 +239,9 @@ class FreezeExplorer(widgets.VBox):
     def _apply(self, changed: list[Node]) -> None:
         if changed:
             self.tree_view.send_delta(changed)
-            swapped = self.bn_policy == "frozen" and any("Frozen" in n.type_name for n in changed)
+            swapped = self.bn_policy == "frozen" and any(
+                "BatchNorm" in n.type_name for n in changed
+            )
             if swapped and self._cost is not None:
                 self._cost.reload()  # a BatchNorm swap turned parameters into buffers
         self._after_change()
