@@ -95,7 +95,7 @@ class Header(widgets.HTML):
             return ""
         return (
             f'<div class="fw-cost" title="{html.escape(tip)}" style="cursor:help;'
-            f'color:var(--jp-ui-font-color1,#222)">{html.escape(text)} &#9432;</div>'
+            f'color:var(--jp-ui-font-color1,#222)">{html.escape(text)} (?)</div>'
         )
 
     def _note_html(self) -> str:

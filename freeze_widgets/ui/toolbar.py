@@ -92,7 +92,7 @@ class Toolbar(widgets.VBox):
             layout=shared.plain,
         )
         self.help = widgets.HTML(
-            f'<span class="fw-help" title="{KEYS_HELP}" style="cursor:help">keys &#9432;</span>'
+            f'<span class="fw-help" title="{KEYS_HELP}" style="cursor:help">keys (?)</span>'
         )
         row2 = widgets.HBox(
             [self.bn_label, self.bn, self.code, self.spec_path, self.save, self.load, self.help],
