@@ -66,6 +66,8 @@ def test_every_model_change_is_refused_while_busy(
     ex, reason = busy_explorer
     assert ex.busy.reason == reason
     assert ex.tree_view.disabled and ex.toolbar.freeze_all.disabled and ex.toolbar.bn.disabled
+    other = ex.export if reason.startswith("a fine-tune") else ex.finetune
+    assert not other.running
     before = snapshot(ex.model)
     counts = ex.counts
     actions = {
@@ -110,15 +112,18 @@ def test_view_controls_still_work_while_busy(
 
 def test_changes_work_again_after_the_run(seq_bn: nn.Module) -> None:
     ex = FreezeExplorer(seq_bn)
+    _ = ex.export  # built before the run: its Run button follows the busy state)
     release = threading.Event()
     ex.finetune._work = lambda: release.wait(30)  # type: ignore[method-assign,assignment,return-value]
     ex.finetune.run()
     ex.tick("0")
     assert ex.state("0") == "trainable"
+    assert ex.export.run_button.disabled  # one run at a time: the other panel waits
     release.set()
     ex.finetune.wait(10)
     assert ex.busy.reason is None
     assert not ex.tree_view.disabled and not ex.toolbar.bn.disabled
+    assert not ex.export.run_button.disabled  # (the running panel re-enables its own)
     assert "running" not in ex.messages.value  # the busy line goes when the run ends
     ex.tick("0")
     assert ex.state("0") == "frozen" and not seq_bn[0].weight.requires_grad

@@ -275,6 +275,7 @@ class FreezeExplorer(widgets.VBox):
         self.tree_view.disabled = busy
         for control in self.toolbar.model_changers:
             control.disabled = busy
+        self.panels.show_busy(busy)
         if busy:
             self._busy_note = f"{reason}: ticks and other model changes wait until it ends"
             self.messages.info(self._busy_note)

@@ -105,6 +105,16 @@ class PanelsHost(widgets.VBox):
             self._export = panel
         return self._export
 
+    def show_busy(self, busy: bool) -> None:
+        """Grey out the Run buttons of the panels not running (one run holds the model at once).
+
+        A click there would be refused by the busy state anyway (the panel's run would not
+        start); disabling says so before the click.
+        """
+        for panel in self.built():
+            if not panel.running:
+                panel.run_button.disabled = busy
+
     def built(self) -> list[FineTunePanel | ExportPanel]:
         return [p for p in (self._finetune, self._export) if p is not None]
 
