@@ -94,93 +94,130 @@ function makeHead() {
   return head;
 }
 
-function render({ model, el }) {
-  const store = createStore(model);
-  el.classList.add("fw-tree");
-  const crumb = el_("div", "fw-breadcrumb");
-  const box = el_("div", "fw-tree-box");
-  box.tabIndex = 0;
-  box.setAttribute("role", "tree");
-  box.setAttribute("aria-label", "Model modules: tick to freeze, U freezes up to the focused row");
-  const head = makeHead();
-  const top = el_("div", "fw-spacer");
-  const bottom = el_("div", "fw-spacer");
-  const note = el_("div", "fw-tree-note");
-  el.append(crumb, box, note);
+function makeLabel(node) {
+  const [text] = label(node);
+  const labelBox = el_("span", "fw-label");
+  labelBox.title = node.p ? `${node.p} (${label(node)[1]})` : `${node.t} (the whole model)`;
+  labelBox.append(el_("span", "fw-name", text), " ", el_("span", "fw-type"));
+  if (node.sh && node.sh.length) {
+    const tied = el_("span", "fw-tied", "tied");
+    tied.title = `Shares parameters with: ${node.sh.join(", ")} (counted once)`;
+    labelBox.append(" ", tied);
+  }
+  return labelBox;
+}
 
-  let rows = new Map(); // node index -> row element (only rows in the DOM)
-  let order = []; // node indices in display order (all of them, rendered or not)
-  let position = new Map(); // node index -> position in `order`
-  let focusIndex = 0;
-  let win = [-1, -1];
+// One view of the tree: DOM building, the virtualised window, focus and keyboard.
+class TreeView {
+  constructor(model, el) {
+    this.model = model;
+    this.el = el;
+    this.store = createStore(model);
+    this.rows = new Map(); // node index -> row element (only rows in the DOM)
+    this.order = []; // node indices in display order (all of them, rendered or not)
+    this.position = new Map(); // node index -> position in `order`
+    this.focusIndex = 0;
+    this.win = [-1, -1];
+    this.pending = false;
+    this.build();
+  }
 
-  const filterSet = () => {
-    const v = model.get("visible");
+  build() {
+    const el = this.el;
+    el.classList.add("fw-tree");
+    this.crumb = el_("div", "fw-breadcrumb");
+    this.box = el_("div", "fw-tree-box");
+    this.box.tabIndex = 0;
+    this.box.setAttribute("role", "tree");
+    this.box.setAttribute("aria-label", "Model modules: tick to freeze; U freezes up to a row");
+    this.head = makeHead();
+    this.top = el_("div", "fw-spacer");
+    this.bottom = el_("div", "fw-spacer");
+    this.note = el_("div", "fw-tree-note");
+    el.append(this.crumb, this.box, this.note);
+    this.onKey = (e) => this.key(e);
+    this.onScroll = () => this.scrolled();
+    this.onStore = (event) => this.storeChanged(event);
+    this.redraw = () => this.draw();
+    this.showNote = () => this.drawNote();
+    this.box.addEventListener("keydown", this.onKey);
+    this.box.addEventListener("scroll", this.onScroll, { passive: true });
+    this.store.listeners.add(this.onStore);
+    this.model.on("change:visible", this.redraw);
+    this.model.on("change:disabled", this.redraw);
+    this.model.on("change:note", this.showNote);
+    // Expand the ancestors of `path`, focus it and scroll it into view; false if unknown/filtered.
+    el.fwReveal = (path) => this.reveal(path);
+  }
+
+  dispose() {
+    this.store.dispose();
+    this.store.listeners.delete(this.onStore);
+    this.box.removeEventListener("keydown", this.onKey);
+    this.box.removeEventListener("scroll", this.onScroll);
+    this.model.off("change:visible", this.redraw);
+    this.model.off("change:disabled", this.redraw);
+    this.model.off("change:note", this.showNote);
+    delete this.el.fwReveal;
+  }
+
+  filterSet() {
+    const v = this.model.get("visible");
     return Array.isArray(v) ? new Set(v) : null;
-  };
+  }
 
   // Rows in display order: depth-first, children only if expanded (or matched by the filter).
-  const computeOrder = () => {
+  computeOrder() {
+    const { nodes, expanded } = this.store;
     const out = [];
-    const filter = filterSet();
-    const stack = store.nodes.length ? [0] : [];
+    const filter = this.filterSet();
+    const stack = nodes.length ? [0] : [];
     while (stack.length) {
       const i = stack.pop();
-      const node = store.nodes[i];
+      const node = nodes[i];
       if (!node || (filter && !filter.has(i))) continue;
       out.push(i);
-      if (filter || store.expanded.has(i)) {
+      if (filter || expanded.has(i)) {
         for (let k = node.c.length - 1; k >= 0; k--) stack.push(node.c[k]);
       }
     }
-    order = out;
-    position = new Map(out.map((i, pos) => [i, pos]));
-  };
+    this.order = out;
+    this.position = new Map(out.map((i, pos) => [i, pos]));
+  }
 
-  const updateRow = (row, node) => {
+  updateRow(row, node) {
     const state = node.st;
-    const disabled = model.get("disabled");
+    const disabled = this.model.get("disabled");
     row.dataset.state = state;
     const check = row.querySelector(".fw-check");
     check.checked = state === "frozen";
     check.indeterminate = state === "partial";
     check.disabled = state === "empty" || disabled;
     check.setAttribute("aria-checked", state === "partial" ? "mixed" : String(state === "frozen"));
-    const [, type] = label(node);
-    row.querySelector(".fw-type").textContent = `(${type})`;
+    row.querySelector(".fw-type").textContent = `(${label(node)[1]})`;
     row.querySelector(".fw-row-counts").textContent = node.tot
       ? `${fmt.format(node.tr)} / ${fmt.format(node.tot)}`
       : "\u2013";
     const upTo = row.querySelector(".fw-freeze-to");
     if (upTo) upTo.disabled = disabled;
-  };
+  }
 
-  const makeCaret = (i, node) => {
+  isOpen(i) {
+    return this.store.expanded.has(i) || this.filterSet() !== null;
+  }
+
+  makeCaret(i, node) {
     const caret = el_("span", "fw-caret");
     if (!node.c.length) return caret;
-    const open = store.expanded.has(i) || filterSet() !== null;
-    caret.textContent = open ? "\u25be" : "\u25b8";
+    caret.textContent = this.isOpen(i) ? "\u25be" : "\u25b8";
     caret.addEventListener("click", (e) => {
       e.stopPropagation();
-      toggleExpand(i);
+      this.toggleExpand(i);
     });
     return caret;
-  };
+  }
 
-  const makeLabel = (node) => {
-    const [text] = label(node);
-    const labelBox = el_("span", "fw-label");
-    labelBox.title = node.p ? `${node.p} (${label(node)[1]})` : `${node.t} (the whole model)`;
-    labelBox.append(el_("span", "fw-name", text), " ", el_("span", "fw-type"));
-    if (node.sh && node.sh.length) {
-      const tied = el_("span", "fw-tied", "tied");
-      tied.title = `Shares parameters with: ${node.sh.join(", ")} (counted once)`;
-      labelBox.append(" ", tied);
-    }
-    return labelBox;
-  };
-
-  const makeFreezeTo = (node) => {
+  makeFreezeTo(node) {
     if (!node.ft) return el_("span");
     const upTo = el_("button", "fw-freeze-to", "freeze up to here");
     upTo.type = "button";
@@ -188,207 +225,200 @@ function render({ model, el }) {
     upTo.tabIndex = -1;
     upTo.addEventListener("click", (e) => {
       e.stopPropagation();
-      freezeTo(node.i);
+      this.freezeTo(node.i);
     });
     return upTo;
-  };
+  }
 
-  const makeRow = (i) => {
-    const node = store.nodes[i];
+  makeRow(i) {
+    const node = this.store.nodes[i];
     const row = el_("div", "fw-row");
     row.dataset.path = node.p;
     row.dataset.index = String(i);
     row.dataset.kind = node.k === "p" ? "parameter" : "module";
     row.setAttribute("role", "treeitem");
     row.setAttribute("aria-level", String(node.d + 1));
-    if (node.c.length) {
-      row.setAttribute("aria-expanded", String(store.expanded.has(i) || filterSet() !== null));
-    }
+    if (node.c.length) row.setAttribute("aria-expanded", String(this.isOpen(i)));
     row.style.setProperty("--fw-depth", String(node.d));
     const check = el_("input", "fw-check");
     check.type = "checkbox";
     check.title = "Ticked = frozen";
     check.addEventListener("click", (e) => {
       e.stopPropagation();
-      tick(i);
+      this.tick(i);
     });
-    row.append(makeCaret(i, node), check, makeLabel(node), el_("span", "fw-row-counts"));
-    row.append(makeFreezeTo(node));
-    row.addEventListener("click", () => setFocus(i, false));
-    updateRow(row, node);
+    row.append(this.makeCaret(i, node), check, makeLabel(node), el_("span", "fw-row-counts"));
+    row.append(this.makeFreezeTo(node));
+    row.addEventListener("click", () => this.setFocus(i, false));
+    this.updateRow(row, node);
     return row;
-  };
+  }
 
   // Put the rows of the visible window (plus margins) in the DOM; reuse rows already there.
-  const renderWindow = (force) => {
+  renderWindow(force) {
+    const box = this.box;
     const viewH = Math.max(box.clientHeight, MIN_VIEW_H);
     const scroll = Math.max(0, box.scrollTop - ROW_H); // the sticky column header is one row
     const first = Math.max(0, Math.floor(scroll / ROW_H) - MARGIN);
-    const last = Math.min(order.length, Math.ceil((scroll + viewH) / ROW_H) + MARGIN);
-    if (!force && first === win[0] && last === win[1]) return;
-    win = [first, last];
+    const last = Math.min(this.order.length, Math.ceil((scroll + viewH) / ROW_H) + MARGIN);
+    if (!force && first === this.win[0] && last === this.win[1]) return;
+    this.win = [first, last];
     const next = new Map();
     const frag = document.createDocumentFragment();
     for (let pos = first; pos < last; pos++) {
-      const i = order[pos];
-      const row = (!force && rows.get(i)) || makeRow(i);
+      const i = this.order[pos];
+      const row = (!force && this.rows.get(i)) || this.makeRow(i);
       next.set(i, row);
       frag.appendChild(row);
     }
-    rows = next;
-    top.style.height = `${first * ROW_H}px`;
-    bottom.style.height = `${(order.length - last) * ROW_H}px`;
-    box.replaceChildren(head, top, frag, bottom);
-    markFocus();
-    el.dataset.rendered = String(rows.size);
-  };
+    this.rows = next;
+    this.top.style.height = `${first * ROW_H}px`;
+    this.bottom.style.height = `${(this.order.length - last) * ROW_H}px`;
+    box.replaceChildren(this.head, this.top, frag, this.bottom);
+    this.markFocus();
+    this.el.dataset.rendered = String(next.size);
+  }
 
-  const draw = () => {
-    computeOrder();
-    if (!position.has(focusIndex)) focusIndex = 0;
-    el.dataset.rows = String(order.length);
-    renderWindow(true);
-    showNote();
-    showCrumb();
-  };
+  draw() {
+    this.computeOrder();
+    if (!this.position.has(this.focusIndex)) this.focusIndex = 0;
+    this.el.dataset.rows = String(this.order.length);
+    this.renderWindow(true);
+    this.drawNote();
+    this.drawCrumb();
+  }
 
-  const markFocus = () => {
-    for (const [i, row] of rows) row.classList.toggle("fw-focus", i === focusIndex);
-  };
+  markFocus() {
+    for (const [i, row] of this.rows) row.classList.toggle("fw-focus", i === this.focusIndex);
+  }
 
-  const showCrumb = () => {
-    const node = store.nodes[focusIndex];
+  drawCrumb() {
+    const { nodes } = this.store;
+    const node = nodes[this.focusIndex];
     if (!node) {
-      crumb.textContent = "";
+      this.crumb.textContent = "";
       return;
     }
     const chain = [];
-    for (let n = node; n; n = n.pa === null || n.pa === undefined ? null : store.nodes[n.pa]) {
+    for (let n = node; n; n = n.pa === null || n.pa === undefined ? null : nodes[n.pa]) {
       chain.unshift(n.d === 0 ? n.t : n.n);
     }
-    crumb.textContent = `${chain.join(" \u203a ")} (${label(node)[1]})`;
-    crumb.title = node.p || "the whole model";
-    crumb.dataset.path = node.p;
-  };
+    this.crumb.textContent = `${chain.join(" \u203a ")} (${label(node)[1]})`;
+    this.crumb.title = node.p || "the whole model";
+    this.crumb.dataset.path = node.p;
+  }
 
-  const showNote = () => {
-    note.textContent = model.get("note") || "";
-    note.hidden = !note.textContent;
-  };
+  drawNote() {
+    this.note.textContent = this.model.get("note") || "";
+    this.note.hidden = !this.note.textContent;
+  }
 
   // Scroll so the row at `pos` is on screen (the column header covers the top row slot).
-  const scrollToPos = (pos) => {
+  scrollToPos(pos) {
+    const box = this.box;
     const viewH = box.clientHeight || MIN_VIEW_H;
     const rowTop = (pos + 1) * ROW_H;
     if (rowTop - ROW_H < box.scrollTop) box.scrollTop = rowTop - ROW_H;
     else if (rowTop + ROW_H > box.scrollTop + viewH) box.scrollTop = rowTop + ROW_H - viewH;
-  };
+  }
 
-  const setFocus = (i, reveal = true) => {
-    focusIndex = i;
-    if (reveal && position.has(i)) scrollToPos(position.get(i));
-    renderWindow(false);
-    markFocus();
-    showCrumb();
-  };
+  setFocus(i, reveal = true) {
+    this.focusIndex = i;
+    if (reveal && this.position.has(i)) this.scrollToPos(this.position.get(i));
+    this.renderWindow(false);
+    this.markFocus();
+    this.drawCrumb();
+  }
 
-  const toggleExpand = (i, open) => {
-    const want = open === undefined ? !store.expanded.has(i) : open;
-    if (want) store.expanded.add(i);
-    else store.expanded.delete(i);
-    draw();
-  };
+  toggleExpand(i, open) {
+    const { expanded } = this.store;
+    const want = open === undefined ? !expanded.has(i) : open;
+    if (want) expanded.add(i);
+    else expanded.delete(i);
+    this.draw();
+  }
 
-  const tick = (i) => {
-    const node = store.nodes[i];
-    if (!node || node.st === "empty" || model.get("disabled")) {
-      const row = rows.get(i);
-      if (row && node) updateRow(row, node); // undo the browser's own checkbox toggle
+  tick(i) {
+    const node = this.store.nodes[i];
+    if (!node || node.st === "empty" || this.model.get("disabled")) {
+      const row = this.rows.get(i);
+      if (row && node) this.updateRow(row, node); // undo the browser's own checkbox toggle
       return;
     }
     // Ticking a partial or trainable node freezes it; ticking a frozen one unfreezes it.
-    model.send({ type: "tick", path: node.p, frozen: node.st !== "frozen" });
-  };
+    this.model.send({ type: "tick", path: node.p, frozen: node.st !== "frozen" });
+  }
 
-  const freezeTo = (i) => {
-    const node = store.nodes[i];
-    if (node && node.ft && !model.get("disabled")) model.send({ type: "freeze_to", path: node.p });
-  };
-
-  // Expand the ancestors of `path`, focus it and scroll it into view; false if unknown/filtered.
-  el.fwReveal = (path) => {
-    const i = store.byPath.get(path);
-    if (i === undefined) return false;
-    for (let n = store.nodes[i]; n && n.pa !== null && n.pa !== undefined; ) {
-      store.expanded.add(n.pa);
-      n = store.nodes[n.pa];
+  freezeTo(i) {
+    const node = this.store.nodes[i];
+    if (node && node.ft && !this.model.get("disabled")) {
+      this.model.send({ type: "freeze_to", path: node.p });
     }
-    draw();
-    if (!position.has(i)) return false;
-    setFocus(i, true);
-    return true;
-  };
+  }
 
-  box.addEventListener("keydown", (e) => {
-    const pos = position.get(focusIndex) ?? 0;
-    const node = store.nodes[focusIndex];
+  reveal(path) {
+    const { nodes, byPath, expanded } = this.store;
+    const i = byPath.get(path);
+    if (i === undefined) return false;
+    for (let n = nodes[i]; n && n.pa !== null && n.pa !== undefined; n = nodes[n.pa]) {
+      expanded.add(n.pa);
+    }
+    this.draw();
+    if (!this.position.has(i)) return false;
+    this.setFocus(i, true);
+    return true;
+  }
+
+  key(e) {
+    const { order } = this;
+    const pos = this.position.get(this.focusIndex) ?? 0;
+    const node = this.store.nodes[this.focusIndex];
     if (!node) return;
-    if (e.key === "ArrowDown" && pos < order.length - 1) setFocus(order[pos + 1]);
-    else if (e.key === "ArrowUp" && pos > 0) setFocus(order[pos - 1]);
+    const hasParent = node.pa !== null && node.pa !== undefined;
+    if (e.key === "ArrowDown" && pos < order.length - 1) this.setFocus(order[pos + 1]);
+    else if (e.key === "ArrowUp" && pos > 0) this.setFocus(order[pos - 1]);
     else if (e.key === "ArrowRight" && node.c.length) {
-      if (!store.expanded.has(node.i)) toggleExpand(node.i, true);
-      else setFocus(node.c[0]);
+      if (!this.store.expanded.has(node.i)) this.toggleExpand(node.i, true);
+      else this.setFocus(node.c[0]);
     } else if (e.key === "ArrowLeft") {
-      if (node.c.length && store.expanded.has(node.i)) toggleExpand(node.i, false);
-      else if (node.pa !== null && node.pa !== undefined) setFocus(node.pa);
-    } else if (e.key === " " || e.key === "Enter") tick(node.i);
-    else if (e.key === "u" || e.key === "U") freezeTo(node.i);
-    else if (e.key === "Home") setFocus(order[0]);
-    else if (e.key === "End") setFocus(order[order.length - 1]);
+      if (node.c.length && this.store.expanded.has(node.i)) this.toggleExpand(node.i, false);
+      else if (hasParent) this.setFocus(node.pa);
+    } else if (e.key === " " || e.key === "Enter") this.tick(node.i);
+    else if (e.key === "u" || e.key === "U") this.freezeTo(node.i);
+    else if (e.key === "Home") this.setFocus(order[0]);
+    else if (e.key === "End") this.setFocus(order[order.length - 1]);
     else return;
     e.preventDefault();
-  });
+  }
 
-  let pending = false;
-  const onScroll = () => {
-    if (pending) return;
-    pending = true;
+  scrolled() {
+    if (this.pending) return;
+    this.pending = true;
     requestAnimationFrame(() => {
-      pending = false;
-      renderWindow(false);
+      this.pending = false;
+      this.renderWindow(false);
     });
-  };
-  box.addEventListener("scroll", onScroll, { passive: true });
+  }
 
-  const listener = (event) => {
+  storeChanged(event) {
     if (event.kind === "full") {
-      draw();
+      this.draw();
       return;
     }
     for (const i of event.changed) {
-      const row = rows.get(i);
-      if (row) updateRow(row, store.nodes[i]);
+      const row = this.rows.get(i);
+      if (row) this.updateRow(row, this.store.nodes[i]);
     }
-    if (event.seq !== undefined) el.dataset.seq = String(event.seq);
-  };
-  store.listeners.add(listener);
-  const redraw = () => draw();
-  model.on("change:visible", redraw);
-  model.on("change:disabled", redraw);
-  model.on("change:note", showNote);
-  draw();
+    if (event.seq !== undefined) this.el.dataset.seq = String(event.seq);
+  }
+}
+
+function render({ model, el }) {
+  const view = new TreeView(model, el);
+  view.draw();
   // The `tree` trait may be older than the deltas sent since (a page reload): ask for the data.
   model.send({ type: "sync" });
-
-  return () => {
-    store.dispose();
-    store.listeners.delete(listener);
-    box.removeEventListener("scroll", onScroll);
-    model.off("change:visible", redraw);
-    model.off("change:disabled", redraw);
-    model.off("change:note", showNote);
-    delete el.fwReveal;
-  };
+  return () => view.dispose();
 }
 
 export default { render };
