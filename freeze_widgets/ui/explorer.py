@@ -214,9 +214,10 @@ class FreezeExplorer(widgets.VBox):
         if getattr(self, "_model", None) is None:  # closed already, or a failed __init__
             super().close()
             return
-        self.panels.shutdown()
-        self._busy.clear_listeners()
-        self.tree_view.clear_handlers()
+        for part, stop in (("panels", "shutdown"), ("_busy", "clear_listeners")):
+            getattr(getattr(self, part, None), stop, lambda: None)()  # None after a failed init
+        if hasattr(self, "tree_view"):
+            self.tree_view.clear_handlers()
         self._model = self._tree = self._cost = None
         close_widget_tree(self)  # calls self.close() again: the branch above, then VBox's
 
