@@ -1,7 +1,9 @@
 """The explorer as a person sees it: ResNet-152 in JupyterLab + headless Chromium, timed in the page.
 
 Targets (explorer issue): the tree is rendered <= 0.5 s after its cell runs, and a click on a
-checkbox updates the header's trainable count <= 150 ms later.
+checkbox updates the header's trainable count <= 150 ms later. Beside it, in the same run: a
+synthetic model of 10,101 modules (meta device), where "expand all" must paint within 1 s and a
+tick must update the header within 150 ms (issue 11; the rows are virtualised in tree.js).
 
 A notebook is generated on the fly (cell 1 builds ResNet-152 on the meta device, cell 2 shows
 ``FreezeExplorer(model)``) and opened with the same harness as ``tests/test_browser.py``. Cell 1
@@ -26,6 +28,7 @@ import nbformat
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.browser_explorer_helpers import BIG_MODEL_CELL, BIG_MODULES, reveal, time_expand_all
 from tests.browser_harness import (
     LabSession,
     browser_missing_reason,
@@ -37,6 +40,7 @@ from tests.browser_harness import (
 
 RENDER_TARGET_MS = 500.0
 CLICK_TARGET_MS = 150.0
+EXPAND_TARGET_MS = 1000.0
 NOTEBOOK = "bench_resnet152.ipynb"
 WARM_RUNS = 4
 
@@ -89,7 +93,8 @@ def write_notebook(folder: Path) -> Path:
         "language": "python",
     }
     # The explorer twice: the first display in a page also loads the widget's JS module.
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in (SETUP, *[SHOW] * (1 + WARM_RUNS))]
+    cells = (SETUP, *[SHOW] * (1 + WARM_RUNS), BIG_MODEL_CELL)
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     path = folder / NOTEBOOK
     nbformat.write(nb, str(path))
     return path
@@ -131,6 +136,49 @@ def time_render(lab: LabSession, index: int) -> dict[str, float]:
     }
 
 
+def time_big_model(lab: LabSession, index: int, clicks: int) -> dict[str, list[float]]:
+    """Run the 10,101-module cell; time expand all / collapse all and ticks far down the list."""
+    page = lab.page
+    # Clicks in an explorer made its cell the active one: select the big cell's editor first.
+    page.locator(".jp-CodeCell .jp-InputArea-editor").nth(index).click()
+    page.keyboard.press("Shift+Enter")
+    wait_idle_after(page, index, timeout_s=300)
+    explorer = page.locator(".fw-explorer").last
+    explorer.locator('.fw-row[data-path="0"]').wait_for(timeout=120_000)
+    explorer.scroll_into_view_if_needed()
+    expands: list[float] = []
+    for _ in range(3):
+        ms, rendered = time_expand_all(page, explorer, BIG_MODULES)
+        assert rendered < 200, f"{rendered} rows in the DOM: not virtualised"
+        expands.append(ms)
+        explorer.locator(".fw-collapse-all").first.click()
+        page.wait_for_function(
+            "(t) => t.dataset.rows === '101'", arg=explorer.locator(".fw-tree").element_handle()
+        )
+    time_expand_all(page, explorer, BIG_MODULES)
+    ticks: list[float] = []
+    for k in range(clicks):
+        path = f"{60 + k}.{40 + k}"
+        reveal(explorer, path)
+        check = explorer.locator(f'.fw-row[data-path="{path}"] input.fw-check')
+        ticks.append(click_and_time_header(lab, explorer, check).latency_ms)
+    lab.screenshot("big-model-ticked")
+    return {"expand": expands, "tick": ticks}
+
+
+def print_big(big: dict[str, list[float]]) -> None:
+    for label, times, target in (
+        ("expand all -> rows painted", big["expand"], EXPAND_TARGET_MS),
+        ("tick -> header updated    ", big["tick"], CLICK_TARGET_MS),
+    ):
+        med = statistics.median(times)
+        verdict = "OK" if med <= target else "OVER TARGET"
+        print(
+            f"10,101 modules, {label} median {med:5.0f} ms, max {max(times):5.0f} ms over "
+            f"{len(times)}   target <= {target:.0f} ms  (ratio {med / target:.2f})  {verdict}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=9, help="timed clicks per row")
@@ -164,6 +212,7 @@ def main() -> int:
                     times.append(change.latency_ms)
                 clicks[path or "(whole model)"] = times
             lab.screenshot("resnet152-clicked")
+            big = time_big_model(lab, 2 + WARM_RUNS, args.clicks)
 
     print(
         f"ResNet-152 on the meta device ({renders[0]['nodes']:.0f} tree nodes), JupyterLab + "
@@ -175,7 +224,8 @@ def main() -> int:
         verdict = "OK" if r["total"] <= RENDER_TARGET_MS else "OVER TARGET"
         print(
             f"cell run -> tree rendered, {label:<18} {r['total']:5.0f} ms   "
-            f"target <= {RENDER_TARGET_MS:.0f} ms  {verdict}"
+            f"target <= {RENDER_TARGET_MS:.0f} ms (ratio {r['total'] / RENDER_TARGET_MS:.2f})  "
+            f"{verdict}"
         )
         print(
             f"    key -> kernel starts the cell {r['to_kernel']:.0f} ms; FreezeExplorer() "
@@ -188,8 +238,10 @@ def main() -> int:
         verdict = "OK" if med <= CLICK_TARGET_MS else "OVER TARGET"
         print(
             f"click -> header updated, {label:<14} median {med:5.0f} ms, max {max(times):5.0f} ms "
-            f"over {len(times)} clicks   target <= {CLICK_TARGET_MS:.0f} ms  {verdict}"
+            f"over {len(times)} clicks   target <= {CLICK_TARGET_MS:.0f} ms "
+            f"(ratio {med / CLICK_TARGET_MS:.2f})  {verdict}"
         )
+    print_big(big)
     return 0
 
 

@@ -147,14 +147,21 @@ class LabSession:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _write_settings(settings_dir: Path) -> None:
-    """User settings that keep dialogs and toasts from covering what the test clicks."""
-    settings = {
+DARK_THEME = {"@jupyterlab/apputils-extension/themes": {"theme": "JupyterLab Dark"}}
+
+
+def _write_settings(settings_dir: Path, extra: dict[str, dict[str, Any]] | None = None) -> None:
+    """User settings that keep dialogs and toasts from covering what the test clicks.
+
+    ``extra`` adds plugin settings (``{"plugin-id/name": {...}}``), e.g. :data:`DARK_THEME`.
+    """
+    settings: dict[str, dict[str, Any]] = {
         # "Would you like to get notified about official Jupyter news?" toast.
         "@jupyterlab/apputils-extension/notification": {
             "fetchNews": "false",
             "checkForUpdates": False,
         },
+        **(extra or {}),
     }
     for plugin, values in settings.items():
         package, name = plugin.rsplit("/", 1)
@@ -287,6 +294,7 @@ def lab_browser(  # noqa: C901, PLR0912, PLR0915 (set-up, yield, clean-up: one l
     block_external: bool = True,
     keep_tmp: bool = False,
     app: str = "lab",
+    extra_settings: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[LabSession]:
     """JupyterLab on a temporary copy of ``notebooks`` plus a Chromium page, always cleaned up.
 
@@ -302,6 +310,8 @@ def lab_browser(  # noqa: C901, PLR0912, PLR0915 (set-up, yield, clean-up: one l
         keep_tmp: Keep the temporary dir (for debugging).
         app: ``"lab"`` (JupyterLab), ``"notebook"`` (Notebook 7) or ``"voila"``. Voila starts a
             kernel for every page request, so its readiness is a TCP connect, never an HTTP poll.
+        extra_settings: More JupyterLab user settings by plugin id, written before the server
+            starts (for example :data:`DARK_THEME`).
 
     Yields:
         A :class:`LabSession`.
@@ -318,7 +328,7 @@ def lab_browser(  # noqa: C901, PLR0912, PLR0915 (set-up, yield, clean-up: one l
     runtime.mkdir(mode=0o700)
     for nb in notebooks:
         shutil.copy2(nb, root / Path(nb).name)
-    _write_settings(settings_dir)
+    _write_settings(settings_dir, extra_settings)
     artifacts = artifacts_root() / name
     artifacts.mkdir(parents=True, exist_ok=True)
     for old in artifacts.glob("*.png"):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .explorer import FreezeExplorer, explore
+    from .explorer import FreezeExplorer, ModelBusy, explore
 
-__all__ = ["FreezeExplorer", "explore"]
+__all__ = ["FreezeExplorer", "ModelBusy", "explore"]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,20 +12,29 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
+from ..cost import CostEstimate, estimate_cost
 from ..models import load_model, weights_source
 from ..spec import FreezeSpec
 from ..tree import ModuleTree, Node, NodeState, ParamCounts
+from .background import BusyState
+from .cost_line import LiveCost
 from .export_panel import ExportPanel
 from .finetune_panel import FineTunePanel
-from .header import Header
+from .header import Header, weights_notice
+from .lifecycle import close_widget_tree, current_cell_id, remember, take_previous
 from .messages import MessageArea
+from .panels_host import PanelsHost, is_meta
 from .payload import filter_visible
 from .toolbar import Toolbar
 from .tree_widget import TreeWidget
 
-__all__ = ["FreezeExplorer", "explore"]
+__all__ = ["FreezeExplorer", "ModelBusy", "explore"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ModelBusy(RuntimeError):
+    """A model-changing action was refused because a fine-tune or export holds the model."""
 
 
 def _guarded(context: str) -> Callable[[F], F]:
@@ -38,12 +47,13 @@ def _guarded(context: str) -> Callable[[F], F]:
         @functools.wraps(fn)
         def run(self: FreezeExplorer, *args: Any, **kwargs: Any) -> Any:
             try:
-                result = fn(self, *args, **kwargs)
+                return fn(self, *args, **kwargs)
+            except ModelBusy as exc:
+                self.messages.refuse(f"{context} refused: {exc}")
             except Exception as exc:
                 self.messages.error(exc, context)
-                self._resync()
-                return None
-            return result
+            self._resync()
+            return None
 
         return run  # type: ignore[return-value]
 
@@ -53,10 +63,15 @@ def _guarded(context: str) -> Callable[[F], F]:
 class FreezeExplorer(widgets.VBox):
     """Tick modules to freeze them; every count on screen follows at once.
 
+    While a fine-tune or an export runs (one :class:`BusyState`, held by the panels), every
+    action that changes the model is refused with one line saying why; the filter,
+    expand/collapse and the code view keep working. :meth:`close` releases everything.
+
     Args:
         model: Any ``nn.Module``; changed in place by the ticks.
         title: Header title (default: the model's class name).
         spec_path: Default file for saving and loading the freeze spec.
+        model_name: The name the model was loaded by (says where its weights file goes).
 
     Example:
         >>> from torchvision.models import resnet18
@@ -72,21 +87,33 @@ class FreezeExplorer(widgets.VBox):
         *,
         title: str | None = None,
         spec_path: str = "freeze_spec.json",
+        model_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"FreezeExplorer needs a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
-        self.tree = ModuleTree(model)
+        self._model: nn.Module | None = model
+        self._tree: ModuleTree | None = ModuleTree(model)
+        self._cost: LiveCost | None = LiveCost(model)
+        self._busy = BusyState()
+        self._busy_note = ""
         source = weights_source(model)
-        note = f"Weights: {source}" if source.startswith(("random:", "none")) else ""
-        self.header = Header(title or type(model).__name__, note)
+        self.header = Header(title or type(model).__name__, weights_notice(source, model_name))
+        self.header.note_detail = source
         self.toolbar = Toolbar(spec_path=spec_path)
         self.tree_view = TreeWidget()
         self.messages = MessageArea()
         self.code_view = widgets.HTML(layout=widgets.Layout(display="none"))
         self.code_view.add_class("fw-code")
-        self.panels = self._make_panels()
+        self.panels = PanelsHost(
+            lambda: self.model,
+            self._busy,
+            on_finetune_finished=self._on_finetune_finished,
+            get_bn_policy=lambda: self.bn_policy,
+            meta=is_meta(model),
+        )
+        self.open_finetune = self.panels.open_finetune
+        self.open_export = self.panels.open_export
         super().__init__(
             [self.header, self.toolbar, self.tree_view, self.messages, self.code_view, self.panels],
             **kwargs,
@@ -95,77 +122,8 @@ class FreezeExplorer(widgets.VBox):
         self._wire()
         self._resync()
 
-    # ------------------------------------------------------------------ building
-
-    def _make_panels(self) -> widgets.Widget:
-        # The panels hold most of the explorer's widget models; build each on first open so
-        # the tree renders fast (each widget is a comm round trip for the browser).
-        self._finetune: FineTunePanel | None = None
-        self._export: ExportPanel | None = None
-        auto = widgets.Layout(width="auto")
-        self.open_finetune = widgets.ToggleButton(
-            layout=auto,
-            description="fine-tune",
-            icon="graduation-cap",
-            tooltip="Demo fine-tune that proves the freeze held",
-        )
-        self.open_finetune.add_class("fw-open-finetune")
-        self.open_export = widgets.ToggleButton(
-            layout=auto,
-            description="export",
-            icon="download",
-            tooltip="Partial-bound ONNX export, verified; Netron",
-        )
-        self.open_export.add_class("fw-open-export")
-        plain = widgets.Layout()
-        self._panel_box = widgets.VBox(layout=plain)
-        box = widgets.VBox(
-            [widgets.HBox([self.open_finetune, self.open_export], layout=plain), self._panel_box],
-            layout=plain,
-        )
-        box.add_class("fw-panels")
-        return box
-
-    @property
-    def finetune(self) -> FineTunePanel:
-        """The fine-tune panel (built on first use)."""
-        if self._finetune is None:
-            self._finetune = FineTunePanel(
-                lambda: self.model,
-                on_finished=self._on_finetune_finished,
-                get_bn_policy=lambda: self.bn_policy,
-            )
-            # No ticks while a run is training the model in its thread.
-            self._finetune.run_button.observe(self._on_finetune_running, names="disabled")
-        return self._finetune
-
-    @property
-    def export(self) -> ExportPanel:
-        """The export panel (built on first use)."""
-        if self._export is None:
-            self._export = ExportPanel(lambda: self.model)
-        return self._export
-
-    def _show_panels(self, _change: Any = None) -> None:
-        sections = []
-        for toggle, title, make in (
-            (
-                self.open_finetune,
-                "Demo fine-tune: a short real run that respects the freeze",
-                lambda: self.finetune,
-            ),
-            (
-                self.open_export,
-                "Partial-bound export, verified with onnxruntime",
-                lambda: self.export,
-            ),
-        ):
-            if toggle.value:
-                heading = widgets.HTML(f'<h4 style="margin:10px 0 4px">{title}</h4>')
-                sections.append(widgets.VBox([heading, make()]))
-        self._panel_box.children = sections
-
     def _wire(self) -> None:
+        self._busy.observe(self._on_busy)
         self.tree_view.on("tick", self._on_tick)
         self.tree_view.on("freeze_to", self._on_freeze_to)
         tb = self.toolbar
@@ -178,15 +136,44 @@ class FreezeExplorer(widgets.VBox):
         tb.code.observe(self._on_code_toggle, names="value")
         tb.save.on_click(self._on_save)
         tb.load.on_click(self._on_load)
-        self.open_finetune.observe(self._show_panels, names="value")
-        self.open_export.observe(self._show_panels, names="value")
 
     # ------------------------------------------------------------------ handles for tests/scripts
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            raise RuntimeError("this explorer was closed; open a new one with explore(model)")
+        return self._model
+
+    @property
+    def tree(self) -> ModuleTree:
+        if self._tree is None:
+            raise RuntimeError("this explorer was closed; open a new one with explore(model)")
+        return self._tree
+
+    @property
+    def busy(self) -> BusyState:
+        """The one busy state the panels hold while they run (``busy.reason`` says which)."""
+        return self._busy
+
+    @property
+    def finetune(self) -> FineTunePanel:
+        """The fine-tune panel (built on first use)."""
+        return self.panels.finetune
+
+    @property
+    def export(self) -> ExportPanel:
+        """The export panel (built on first use)."""
+        return self.panels.export
 
     def tick(self, path: str, frozen: bool = True) -> None:
         """Tick (freeze) or untick a row exactly as a click in the browser does."""
         message = {"type": "tick", "path": path, "frozen": bool(frozen)}
         self.tree_view._on_msg(self.tree_view, message, [])
+
+    def freeze_up_to(self, path: str) -> None:
+        """ "Freeze up to here" on a row, exactly as its button (or key U) in the browser does."""
+        self.tree_view._on_msg(self.tree_view, {"type": "freeze_to", "path": path}, [])
 
     def state(self, path: str) -> NodeState:
         """The node's state as displayed: "trainable", "frozen", "partial" or "empty"."""
@@ -202,9 +189,15 @@ class FreezeExplorer(widgets.VBox):
     def bn_policy(self) -> str:
         return str(self.toolbar.bn.value)
 
+    def cost(self, optimizer: str = "adamw", **kwargs: Any) -> CostEstimate:
+        """The full training-memory estimate, activations included (one meta forward)."""
+        return estimate_cost(self.model, optimizer, **kwargs)
+
     def refresh(self) -> None:
         """Re-read the model after it was changed in another cell (``requires_grad``, modules)."""
         self.tree.refresh()
+        if self._cost is not None:
+            self._cost.reload()
         self._resync()
 
     def spec(self) -> FreezeSpec:
@@ -212,29 +205,46 @@ class FreezeExplorer(widgets.VBox):
         return FreezeSpec.from_model(self.model, bn=self.bn_policy)
 
     def close(self) -> None:
-        """Close the widgets and stop any Netron server this explorer started."""
-        for name in ("_export", "tree_view"):
-            stop = getattr(getattr(self, name, None), "shutdown", None)
-            if callable(stop):
-                stop()
-        super().close()
+        """Close every widget this explorer made, stop its runs and servers, drop the model.
+
+        Running fine-tunes are asked to stop and waited for briefly (their threads are daemon
+        threads); Netron servers the export panel started are stopped. Afterwards the explorer
+        holds no reference to the model, so the model can be garbage collected.
+        """
+        if getattr(self, "_model", None) is None:  # closed already, or a failed __init__
+            super().close()
+            return
+        for part, stop in (("panels", "shutdown"), ("_busy", "clear_listeners")):
+            getattr(getattr(self, part, None), stop, lambda: None)()  # None after a failed init
+        if hasattr(self, "tree_view"):
+            self.tree_view.clear_handlers()
+        self._model = self._tree = self._cost = None
+        close_widget_tree(self)  # calls self.close() again: the branch above, then VBox's
 
     # ------------------------------------------------------------------ view updates
 
     def _resync(self) -> None:
         """Full reload of every view from the tree (build, refresh, after an error)."""
+        if self._tree is None:
+            return
         self.tree_view.load(self.tree)
-        self.tree_view.show_only(filter_visible(self.tree, self.toolbar.filter.value))
+        self._show_filter(self.toolbar.filter.value)
         self._after_change()
 
     def _after_change(self) -> None:
-        self.header.show(self.tree.counts)
+        counts = self.tree.counts
+        self.header.show(counts, self._cost.line(counts) if self._cost is not None else ("", ""))
         if self.toolbar.code.value:
             self._show_code()
 
     def _apply(self, changed: list[Node]) -> None:
         if changed:
             self.tree_view.send_delta(changed)
+            swapped = self.bn_policy == "frozen" and any(
+                "BatchNorm" in n.type_name for n in changed
+            )
+            if swapped and self._cost is not None:
+                self._cost.reload()  # a BatchNorm swap turned parameters into buffers
         self._after_change()
 
     def _show_code(self) -> None:
@@ -243,6 +253,39 @@ class FreezeExplorer(widgets.VBox):
             '<pre style="font-size:0.9em;background:var(--jp-layout-color2,#f5f5f5);'
             f'padding:6px;border-radius:4px;white-space:pre">{html.escape(code)}</pre>'
         )
+
+    def _show_filter(self, text: str) -> None:
+        visible = filter_visible(self.tree, text)
+        self.tree_view.show_only(visible)
+        no_match = visible is not None and len(visible) <= 1
+        self.tree_view.note = f"No module matches {text.strip()!r}" if no_match else ""
+
+    # ------------------------------------------------------------------ busy state
+
+    def _check_idle(self) -> None:
+        reason = self._busy.reason
+        if reason is not None:
+            raise ModelBusy(
+                f"{reason}, and the model must not change under it; try again when it ends "
+                "(filter, expand/collapse and the code view still work)"
+            )
+
+    def _on_busy(self, reason: str | None) -> None:
+        # Called from the run's thread: only trait changes here, each one a plain message.
+        busy = reason is not None
+        self.tree_view.disabled = busy
+        for control in self.toolbar.model_changers:
+            control.disabled = busy
+        self.panels.show_busy(busy)
+        if busy:
+            self._busy_note = f"{reason}: ticks and other model changes wait until it ends"
+            self.messages.info(self._busy_note)
+        else:
+            # The busy line and any refusal it caused are out of date once the run ends.
+            shown = html.unescape(self.messages.value)
+            if "fw-refused" in shown or (self._busy_note and self._busy_note in shown):
+                self.messages.clear()
+            self._busy_note = ""
 
     # ------------------------------------------------------------------ handlers
 
@@ -256,12 +299,6 @@ class FreezeExplorer(widgets.VBox):
         self.messages.clear()
         self._apply(changed)
 
-    def _check_idle(self) -> None:
-        if (self._finetune is not None and self._finetune.running) or self.tree_view.disabled:
-            raise RuntimeError(
-                "the model is busy (a fine-tune is running); tick again when it ends"
-            )
-
     @_guarded("freeze up to here")
     def _on_freeze_to(self, content: dict[str, Any]) -> None:
         path = content.get("path")
@@ -274,9 +311,6 @@ class FreezeExplorer(widgets.VBox):
         )
         self._apply(changed)
 
-    def _on_finetune_running(self, change: dict[str, Any]) -> None:
-        self.tree_view.disabled = bool(change["new"])
-
     @_guarded("after fine-tune")
     def _on_finetune_finished(self, _report: Any) -> None:
         # The run may have replaced the head or unfrozen groups: re-read the model.
@@ -284,11 +318,26 @@ class FreezeExplorer(widgets.VBox):
 
     @_guarded("filter")
     def _on_filter(self, change: dict[str, Any]) -> None:
-        self.tree_view.show_only(filter_visible(self.tree, str(change["new"])))
+        self._show_filter(str(change["new"]))
+
+    def _set_bn_quietly(self, value: str) -> None:
+        self.toolbar.bn.unobserve(self._on_bn_policy, names="value")
+        try:
+            self.toolbar.bn.value = value
+        finally:
+            self.toolbar.bn.observe(self._on_bn_policy, names="value")
 
     @_guarded("BatchNorm policy")
     def _on_bn_policy(self, change: dict[str, Any]) -> None:
-        self._apply(self.tree.set_bn_policy(str(change["new"])))
+        try:
+            self._check_idle()
+            changed = self.tree.set_bn_policy(str(change["new"]))
+        except Exception:
+            self._set_bn_quietly(str(change["old"]))  # never left showing a policy not applied
+            raise
+        if self._cost is not None:
+            self._cost.reload()
+        self._apply(changed)
         self.messages.info(f"BatchNorm policy {change['new']!r} applied to frozen BatchNorm layers")
 
     @_guarded("code view")
@@ -308,17 +357,14 @@ class FreezeExplorer(widgets.VBox):
 
     @_guarded("load spec")
     def _on_load(self, _button: Any = None) -> None:
+        self._check_idle()
         path = Path(self.toolbar.spec_path.value).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"no spec file at {path}; save one first or fix the path")
         spec = FreezeSpec.from_json(path.read_text(encoding="utf-8"))
         spec.apply(self.model)  # validates every path before changing anything
-        with self.toolbar.bn.hold_trait_notifications():
-            self.toolbar.bn.unobserve(self._on_bn_policy, names="value")
-            self.toolbar.bn.value = spec.bn
-            self.toolbar.bn.observe(self._on_bn_policy, names="value")
-        self.tree.refresh()
-        self._resync()
+        self._set_bn_quietly(spec.bn)
+        self.refresh()
         self.messages.info(f"loaded {len(spec.frozen)} frozen paths from {path}")
 
 
@@ -329,9 +375,23 @@ def explore(
     device: str | torch.device = "cpu",
     **kwargs: Any,
 ) -> FreezeExplorer:
-    """Open an explorer on a model or a torchvision model name (``explore("resnet50")``)."""
+    """Open an explorer on a model or a torchvision model name (``explore("resnet50")``).
+
+    The explorer this function returned before for the same model object, or from the same
+    notebook cell (re-running it), is closed first, so re-running a cell releases the old
+    model instead of keeping it alive behind a hidden widget. Explorers built directly with
+    ``FreezeExplorer(...)`` are the caller's to close.
+    """
+    cell = current_cell_id()
     if isinstance(model, str):
-        title = kwargs.pop("title", model)
-        model = load_model(model, pretrained=pretrained, device=device)
-        return FreezeExplorer(model, title=title, **kwargs)
-    return FreezeExplorer(model, **kwargs)
+        name = model
+        for old in take_previous(None, cell):
+            old.close()  # before loading: the old model's memory is free for the new one
+        kwargs.setdefault("title", name)
+        model = load_model(name, pretrained=pretrained, device=device)
+        kwargs.setdefault("model_name", name)
+    for old in take_previous(model, cell):
+        old.close()
+    explorer = FreezeExplorer(model, **kwargs)
+    remember(explorer, model, cell)
+    return explorer

@@ -1,4 +1,4 @@
-"""Header: trainable / frozen / total, trainable percent and a bar."""
+"""Header: trainable / frozen / total, trainable percent, a bar, training memory, weights notice."""
 
 from __future__ import annotations
 
@@ -9,28 +9,66 @@ import ipywidgets as widgets
 
 from ..tree import ParamCounts, percent
 
-__all__ = ["Header"]
+__all__ = ["Header", "weights_notice"]
+
+_RANDOM = "random: pretrained weights unavailable"
+
+
+def _checkpoint_hint(model_name: str | None) -> str:
+    """Where the weights file goes, for a torchvision name; a pointer to load_model otherwise."""
+    if model_name and ":" not in model_name:
+        try:
+            import os
+
+            import torch
+            from torchvision import models as tvm
+
+            url = tvm.get_model_weights(model_name).DEFAULT.url
+            folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+            folder = folder.replace(os.path.expanduser("~"), "~", 1)
+            return f"Put {url.rsplit('/', 1)[-1]} in {folder} (see load_model)"
+        except Exception:  # not a torchvision name with weights: the generic hint below
+            pass
+    return "Put the weights file in the local cache and load again (see load_model)"
+
+
+def weights_notice(source: str, model_name: str | None = None) -> str:
+    """One plain line about where the weights came from, or "" when nothing needs saying.
+
+    ``source`` is :func:`~freeze_widgets.models.weights_source`; its raw reason (for example a
+    ``URLError``) stays out of the line, which says what happened and how to fix it.
+    """
+    if source.startswith(_RANDOM):
+        return "Random weights: the pretrained file could not be downloaded. " + _checkpoint_hint(
+            model_name
+        )
+    if source.startswith("random"):
+        return "Random weights (pretrained=False)."
+    if source.startswith("none"):
+        return (
+            "Structure only (meta device, no weights): fine-tune and export need real "
+            'weights, from load_model(name) without device="meta".'
+        )
+    return ""
 
 
 class Header(widgets.HTML):
     """Counts for the whole model; numbers carry ``data-value`` for tests and scripts."""
 
-    def __init__(self, title: str, note: str = "", **kwargs: Any) -> None:
+    def __init__(self, title: str, note: str = "", note_detail: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_class("fw-header")
         self.title = title
         self.note = note
+        self.note_detail = note_detail
         self.counts = ParamCounts(0, 0, 0)
+        self.cost = ("", "")
 
-    def show(self, counts: ParamCounts) -> None:
+    def show(self, counts: ParamCounts, cost: tuple[str, str] = ("", "")) -> None:
+        """Render ``counts`` and the training-memory line ``(text, tooltip)``."""
         self.counts = counts
+        self.cost = cost
         pct = 100.0 * counts.trainable_fraction
-        note = (
-            f'<div class="fw-note" style="color:var(--jp-warn-color0,#a15c00);margin-top:2px">'
-            f"{html.escape(self.note)}</div>"
-            if self.note
-            else ""
-        )
 
         def num(cls: str, value: int) -> str:
             return f'<span class="{cls}" data-value="{value}"><b>{value:,}</b></span>'
@@ -48,5 +86,23 @@ class Header(widgets.HTML):
             'background:var(--jp-info-color3,#bcd4ee)" title="trainable share">'
             f'<div style="width:{pct:.3f}%;height:100%;border-radius:3px;'
             'background:var(--jp-success-color1,#2e7d32)"></div></div>'
-            f"{note}</div>"
+            f"{self._cost_html()}{self._note_html()}</div>"
+        )
+
+    def _cost_html(self) -> str:
+        text, tip = self.cost
+        if not text:
+            return ""
+        return (
+            f'<div class="fw-cost" title="{html.escape(tip)}" style="cursor:help;'
+            f'color:var(--jp-ui-font-color1,#222)">{html.escape(text)} (?)</div>'
+        )
+
+    def _note_html(self) -> str:
+        if not self.note:
+            return ""
+        title = f' title="{html.escape(self.note_detail)}"' if self.note_detail else ""
+        return (
+            f'<div class="fw-note"{title} style="color:var(--jp-warn-color0,#a15c00);'
+            f'margin-top:2px">{html.escape(self.note)}</div>'
         )

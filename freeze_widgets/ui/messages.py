@@ -37,6 +37,14 @@ class MessageArea(widgets.HTML):
             "</details></div>"
         )
 
+    def refuse(self, text: str) -> None:
+        """A refused action: one line saying why (kept in ``last_error`` for tests)."""
+        self.last_error = text
+        self.value = (
+            '<div class="fw-refused" style="color:var(--jp-warn-color0,#a15c00)">'
+            f"&#9888; {html.escape(text)}</div>"
+        )
+
     def info(self, text: str) -> None:
         self.last_error = None
         style = "color:var(--jp-ui-font-color2,#555)"

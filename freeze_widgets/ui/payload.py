@@ -30,6 +30,8 @@ def node_record(node: Node) -> dict[str, Any]:
         "tr": node.trainable,
         "st": node.state,
     }
+    if node.depth > 0 and node.total > 0:
+        record["ft"] = 1  # "freeze up to here" is offered: the row has parameters to freeze
     if node.shared_with:
         record["sh"] = list(node.shared_with)
     if node.shape is not None:

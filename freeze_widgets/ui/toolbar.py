@@ -17,6 +17,12 @@ _BN_HELP = {
 }
 
 
+KEYS_HELP = (
+    "Tree keys: Up/Down move, Right expands, Left collapses, Space or Enter ticks (freeze), "
+    "U freezes everything up to and including the focused row (shown on that row)"
+)
+
+
 class _Shared:
     """One Layout and one style per kind, shared by the toolbar's widgets.
 
@@ -55,13 +61,16 @@ class Toolbar(widgets.VBox):
         self.unfreeze_all = _button(
             "unfreeze all", "Make every parameter trainable", "fw-unfreeze-all", "unlock"
         )
+        bn_help = "\n".join(_BN_HELP.values())
+        # ipywidgets shows a tooltip only on widgets without a description: the label is a
+        # separate widget carrying the same help, so hovering either one explains the choice.
+        self.bn_label = widgets.Label("BatchNorm", tooltip=bn_help)
+        self.bn_label.add_class("fw-bn-label")
         self.bn = widgets.Dropdown(
             options=list(BN_POLICIES),
             value="eval",
-            description="BatchNorm",
-            tooltip="\n".join(_BN_HELP.values()),
-            layout=widgets.Layout(width="190px"),
-            style={"description_width": "initial"},
+            tooltip=bn_help,
+            layout=widgets.Layout(width="110px"),
         )
         self.bn.add_class("fw-bn-policy")
         self.code = widgets.ToggleButton(
@@ -82,8 +91,17 @@ class Toolbar(widgets.VBox):
             [self.filter, self.expand, self.collapse, self.freeze_all, self.unfreeze_all],
             layout=shared.plain,
         )
+        self.help = widgets.HTML(
+            f'<span class="fw-help" title="{KEYS_HELP}" style="cursor:help">keys (?)</span>'
+        )
         row2 = widgets.HBox(
-            [self.bn, self.code, self.spec_path, self.save, self.load], layout=shared.plain
+            [self.bn_label, self.bn, self.code, self.spec_path, self.save, self.load, self.help],
+            layout=shared.plain,
         )
         super().__init__([row1, row2], layout=shared.plain, **kwargs)
         self.add_class("fw-toolbar")
+
+    @property
+    def model_changers(self) -> list[widgets.Widget]:
+        """The controls that change the model (disabled while a run holds it)."""
+        return [self.freeze_all, self.unfreeze_all, self.bn, self.load]

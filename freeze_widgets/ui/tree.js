@@ -3,15 +3,29 @@
 // Python owns the truth, row states included: this file only renders them. The full tree arrives
 // once (the `tree` trait, or a "full" message after a page reload); after a tick Python sends a
 // "delta" with only the nodes whose counts, state or type changed, and this view patches those
-// rows in place. Collapsed rows are not in the DOM.
+// rows in place.
+//
+// Rows are virtualised: every row has the same height (ROW_H), and only the rows on screen plus
+// MARGIN above and below are in the DOM; two spacers stand for the rest. Expand-all on a model of
+// 10,000 modules therefore builds about 60 elements, not 10,000. `el.fwReveal(path)` expands a
+// row's ancestors and scrolls it into view (tests and scripts use it to reach a row by
+// `.fw-row[data-path=...]`); `el.dataset.rows` is the number of rows in the list (rendered or not).
 //
 // Node record (compact keys keep the payload small):
 //   i index, p path, n name, t type, k kind ("m" module | "p" parameter), d depth, pa parent,
 //   c child indices, tot total, tr trainable, st state ("trainable" | "frozen" | "partial" |
-//   "empty", decided by Python's Node.state), sh tied-with paths, s shape (parameters)
+//   "empty", decided by Python's Node.state), sh tied-with paths, s shape (parameters),
+//   ft 1 when "freeze up to here" is offered (the row has parameters; not the root)
 // Delta row: [index, trainable, total, type, state].
 
 const fmt = new Intl.NumberFormat("en-US");
+const ROW_H = 22; // px; must match .fw-row's height in tree.css
+const MARGIN = 20; // rows kept in the DOM above and below the visible ones
+// The box's max-height: the box may still be shorter (sized by the rows it held before).
+const MIN_VIEW_H = 460;
+const FREEZE_TO_TITLE =
+  "Freeze everything before this row in module order, plus this row; the rest trains. " +
+  "Keyboard: U on the focused row.";
 
 function label(node) {
   if (node.k === "p") {
@@ -24,16 +38,13 @@ function label(node) {
 // Each view keeps its own copy of the data, so several views of one model (the same explorer
 // displayed twice) stay independent and a re-rendered view can ask for the current data.
 function createStore(model) {
-  const store = {
-    nodes: [],
-    expanded: new Set([0]),
-    listeners: new Set(),
-  };
+  const store = { nodes: [], byPath: new Map(), expanded: new Set([0]), listeners: new Set() };
   const emit = (event) => {
     for (const l of store.listeners) l(event);
   };
   const load = (nodes) => {
     store.nodes = nodes || [];
+    store.byPath = new Map(store.nodes.map((n) => [n.p, n.i]));
     emit({ kind: "full" });
   };
   load(model.get("tree"));
@@ -46,9 +57,7 @@ function createStore(model) {
       for (const [i, tr, tot, t, st] of msg.u) {
         const node = store.nodes[i];
         if (!node) continue;
-        node.tr = tr;
-        node.tot = tot;
-        node.st = st;
+        Object.assign(node, { tr, tot, st });
         if (t) node.t = t;
         changed.push(i);
       }
@@ -69,205 +78,347 @@ function createStore(model) {
   return store;
 }
 
-function render({ model, el }) {
-  const store = createStore(model);
-  el.classList.add("fw-tree");
-  const box = document.createElement("div");
-  box.className = "fw-tree-box";
-  box.tabIndex = 0;
-  box.setAttribute("role", "tree");
-  box.setAttribute("aria-label", "Model modules: tick to freeze");
-  el.appendChild(box);
+function el_(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
 
-  const rows = new Map(); // node index -> row element (only rows in the DOM)
-  let focusIndex = 0;
+function makeHead() {
+  const head = el_("div", "fw-tree-head");
+  head.setAttribute("aria-hidden", "true");
+  head.style.setProperty("--fw-depth", "0");
+  head.append(el_("span"), el_("span"), el_("span", "fw-label", "module (type)"));
+  head.append(el_("span", "fw-row-counts", "trainable / total"), el_("span"));
+  return head;
+}
 
-  const visibleFilter = () => {
-    const v = model.get("visible");
+function makeLabel(node) {
+  const [text] = label(node);
+  const labelBox = el_("span", "fw-label");
+  labelBox.title = node.p ? `${node.p} (${label(node)[1]})` : `${node.t} (the whole model)`;
+  labelBox.append(el_("span", "fw-name", text), " ", el_("span", "fw-type"));
+  if (node.sh && node.sh.length) {
+    const tied = el_("span", "fw-tied", "tied");
+    tied.title = `Shares parameters with: ${node.sh.join(", ")} (counted once)`;
+    labelBox.append(" ", tied);
+  }
+  return labelBox;
+}
+
+// One view of the tree: DOM building, the virtualised window, focus and keyboard.
+class TreeView {
+  constructor(model, el) {
+    this.model = model;
+    this.el = el;
+    this.store = createStore(model);
+    this.rows = new Map(); // node index -> row element (only rows in the DOM)
+    this.order = []; // node indices in display order (all of them, rendered or not)
+    this.position = new Map(); // node index -> position in `order`
+    this.focusIndex = 0;
+    this.win = [-1, -1];
+    this.pending = false;
+    this.build();
+  }
+
+  build() {
+    const el = this.el;
+    el.classList.add("fw-tree");
+    this.crumb = el_("div", "fw-breadcrumb");
+    this.box = el_("div", "fw-tree-box");
+    this.box.tabIndex = 0;
+    this.box.setAttribute("role", "tree");
+    this.box.setAttribute("aria-label", "Model modules: tick to freeze; U freezes up to a row");
+    this.head = makeHead();
+    this.top = el_("div", "fw-spacer");
+    this.bottom = el_("div", "fw-spacer");
+    this.note = el_("div", "fw-tree-note");
+    el.append(this.crumb, this.box, this.note);
+    this.onKey = (e) => this.key(e);
+    this.onScroll = () => this.scrolled();
+    this.onStore = (event) => this.storeChanged(event);
+    this.redraw = () => this.draw();
+    this.showNote = () => this.drawNote();
+    this.box.addEventListener("keydown", this.onKey);
+    this.box.addEventListener("scroll", this.onScroll, { passive: true });
+    this.store.listeners.add(this.onStore);
+    this.model.on("change:visible", this.redraw);
+    this.model.on("change:disabled", this.redraw);
+    this.model.on("change:note", this.showNote);
+    // Expand the ancestors of `path`, focus it and scroll it into view; false if unknown/filtered.
+    el.fwReveal = (path) => this.reveal(path);
+  }
+
+  dispose() {
+    this.store.dispose();
+    this.store.listeners.delete(this.onStore);
+    this.box.removeEventListener("keydown", this.onKey);
+    this.box.removeEventListener("scroll", this.onScroll);
+    this.model.off("change:visible", this.redraw);
+    this.model.off("change:disabled", this.redraw);
+    this.model.off("change:note", this.showNote);
+    delete this.el.fwReveal;
+  }
+
+  filterSet() {
+    const v = this.model.get("visible");
     return Array.isArray(v) ? new Set(v) : null;
-  };
+  }
 
   // Rows in display order: depth-first, children only if expanded (or matched by the filter).
-  const visibleRows = () => {
+  computeOrder() {
+    const { nodes, expanded } = this.store;
     const out = [];
-    const filter = visibleFilter();
-    const walk = (i) => {
-      const node = store.nodes[i];
-      if (!node) return;
-      if (filter && !filter.has(i)) return;
+    const filter = this.filterSet();
+    const stack = nodes.length ? [0] : [];
+    while (stack.length) {
+      const i = stack.pop();
+      const node = nodes[i];
+      if (!node || (filter && !filter.has(i))) continue;
       out.push(i);
-      if (filter || store.expanded.has(i)) for (const c of node.c) walk(c);
-    };
-    if (store.nodes.length) walk(0);
-    return out;
-  };
+      if (filter || expanded.has(i)) {
+        for (let k = node.c.length - 1; k >= 0; k--) stack.push(node.c[k]);
+      }
+    }
+    this.order = out;
+    this.position = new Map(out.map((i, pos) => [i, pos]));
+  }
 
-  const updateRow = (row, node) => {
+  updateRow(row, node) {
     const state = node.st;
+    const disabled = this.model.get("disabled");
     row.dataset.state = state;
     const check = row.querySelector(".fw-check");
     check.checked = state === "frozen";
     check.indeterminate = state === "partial";
-    check.disabled = state === "empty" || model.get("disabled");
+    check.disabled = state === "empty" || disabled;
     check.setAttribute("aria-checked", state === "partial" ? "mixed" : String(state === "frozen"));
-    const [, type] = label(node);
-    row.querySelector(".fw-type").textContent = `(${type})`;
-    row.querySelector(".fw-row-counts").textContent =
-      node.tot ? `${fmt.format(node.tr)} / ${fmt.format(node.tot)}` : "\u2013";
-  };
+    row.querySelector(".fw-type").textContent = `(${label(node)[1]})`;
+    row.querySelector(".fw-row-counts").textContent = node.tot
+      ? `${fmt.format(node.tr)} / ${fmt.format(node.tot)}`
+      : "\u2013";
+    const upTo = row.querySelector(".fw-freeze-to");
+    if (upTo) upTo.disabled = disabled;
+  }
 
-  const makeRow = (i) => {
-    const node = store.nodes[i];
-    const row = document.createElement("div");
-    row.className = "fw-row";
+  isOpen(i) {
+    return this.store.expanded.has(i) || this.filterSet() !== null;
+  }
+
+  makeCaret(i, node) {
+    const caret = el_("span", "fw-caret");
+    if (!node.c.length) return caret;
+    caret.textContent = this.isOpen(i) ? "\u25be" : "\u25b8";
+    caret.addEventListener("click", (e) => {
+      e.stopPropagation();
+      this.toggleExpand(i);
+    });
+    return caret;
+  }
+
+  makeFreezeTo(node) {
+    if (!node.ft) return el_("span");
+    const upTo = el_("button", "fw-freeze-to", "freeze up to here");
+    upTo.type = "button";
+    upTo.title = FREEZE_TO_TITLE;
+    upTo.tabIndex = -1;
+    upTo.addEventListener("click", (e) => {
+      e.stopPropagation();
+      this.freezeTo(node.i);
+    });
+    return upTo;
+  }
+
+  makeRow(i) {
+    const node = this.store.nodes[i];
+    const row = el_("div", "fw-row");
     row.dataset.path = node.p;
     row.dataset.index = String(i);
     row.dataset.kind = node.k === "p" ? "parameter" : "module";
     row.setAttribute("role", "treeitem");
+    row.setAttribute("aria-level", String(node.d + 1));
+    if (node.c.length) row.setAttribute("aria-expanded", String(this.isOpen(i)));
     row.style.setProperty("--fw-depth", String(node.d));
-
-    const caret = document.createElement("span");
-    caret.className = "fw-caret";
-    if (node.c.length) {
-      const open = store.expanded.has(i) || visibleFilter() !== null;
-      caret.textContent = open ? "\u25be" : "\u25b8";
-      row.setAttribute("aria-expanded", String(open));
-      caret.addEventListener("click", (e) => {
-        e.stopPropagation();
-        toggleExpand(i);
-      });
-    }
-    const check = document.createElement("input");
+    const check = el_("input", "fw-check");
     check.type = "checkbox";
-    check.className = "fw-check";
     check.title = "Ticked = frozen";
     check.addEventListener("click", (e) => {
       e.stopPropagation();
-      tick(i);
+      this.tick(i);
     });
-    const name = document.createElement("span");
-    name.className = "fw-name";
-    const [text] = label(node);
-    name.textContent = text;
-    const type = document.createElement("span");
-    type.className = "fw-type";
-    const labelBox = document.createElement("span");
-    labelBox.className = "fw-label";
-    labelBox.append(name, " ", type);
-    if (node.sh && node.sh.length) {
-      const tied = document.createElement("span");
-      tied.className = "fw-tied";
-      tied.textContent = "tied";
-      tied.title = `Shares parameters with: ${node.sh.join(", ")} (counted once)`;
-      labelBox.append(" ", tied);
-    }
-    const counts = document.createElement("span");
-    counts.className = "fw-row-counts";
-    const upTo = document.createElement("button");
-    upTo.className = "fw-freeze-to";
-    upTo.type = "button";
-    upTo.textContent = "freeze up to here";
-    upTo.title = "Freeze everything up to and including this row (in module order); train the rest";
-    upTo.tabIndex = -1;
-    upTo.addEventListener("click", (e) => {
-      e.stopPropagation();
-      model.send({ type: "freeze_to", path: node.p });
-    });
-    if (node.d === 0) upTo.hidden = true;
-    row.append(caret, check, labelBox, counts, upTo);
-    row.addEventListener("click", () => setFocus(i));
-    updateRow(row, node);
+    row.append(this.makeCaret(i, node), check, makeLabel(node), el_("span", "fw-row-counts"));
+    row.append(this.makeFreezeTo(node));
+    row.addEventListener("click", () => this.setFocus(i, false));
+    this.updateRow(row, node);
     return row;
-  };
+  }
 
-  const draw = () => {
-    rows.clear();
+  // Put the rows of the visible window (plus margins) in the DOM; reuse rows already there.
+  renderWindow(force) {
+    const box = this.box;
+    const viewH = Math.max(box.clientHeight, MIN_VIEW_H);
+    const scroll = Math.max(0, box.scrollTop - ROW_H); // the sticky column header is one row
+    const first = Math.max(0, Math.floor(scroll / ROW_H) - MARGIN);
+    const last = Math.min(this.order.length, Math.ceil((scroll + viewH) / ROW_H) + MARGIN);
+    if (!force && first === this.win[0] && last === this.win[1]) return;
+    this.win = [first, last];
+    const next = new Map();
     const frag = document.createDocumentFragment();
-    for (const i of visibleRows()) {
-      const row = makeRow(i);
-      rows.set(i, row);
+    for (let pos = first; pos < last; pos++) {
+      const i = this.order[pos];
+      const row = (!force && this.rows.get(i)) || this.makeRow(i);
+      next.set(i, row);
       frag.appendChild(row);
     }
-    box.replaceChildren(frag);
-    if (!rows.has(focusIndex)) focusIndex = 0;
-    markFocus();
-    el.dataset.rows = String(rows.size);
-  };
+    this.rows = next;
+    this.top.style.height = `${first * ROW_H}px`;
+    this.bottom.style.height = `${(this.order.length - last) * ROW_H}px`;
+    box.replaceChildren(this.head, this.top, frag, this.bottom);
+    this.markFocus();
+    this.el.dataset.rendered = String(next.size);
+  }
 
-  const markFocus = () => {
-    for (const [i, row] of rows) row.classList.toggle("fw-focus", i === focusIndex);
-  };
+  draw() {
+    this.computeOrder();
+    if (!this.position.has(this.focusIndex)) this.focusIndex = 0;
+    this.el.dataset.rows = String(this.order.length);
+    this.renderWindow(true);
+    this.drawNote();
+    this.drawCrumb();
+  }
 
-  const setFocus = (i) => {
-    focusIndex = i;
-    markFocus();
-    const row = rows.get(i);
-    if (row && row.scrollIntoView) row.scrollIntoView({ block: "nearest" });
-  };
+  markFocus() {
+    for (const [i, row] of this.rows) row.classList.toggle("fw-focus", i === this.focusIndex);
+  }
 
-  const toggleExpand = (i, open) => {
-    const want = open === undefined ? !store.expanded.has(i) : open;
-    if (want) store.expanded.add(i);
-    else store.expanded.delete(i);
-    draw();
-  };
+  drawCrumb() {
+    const { nodes } = this.store;
+    const node = nodes[this.focusIndex];
+    if (!node) {
+      this.crumb.textContent = "";
+      return;
+    }
+    const chain = [];
+    for (let n = node; n; n = n.pa === null || n.pa === undefined ? null : nodes[n.pa]) {
+      chain.unshift(n.d === 0 ? n.t : n.n);
+    }
+    this.crumb.textContent = `${chain.join(" \u203a ")} (${label(node)[1]})`;
+    this.crumb.title = node.p || "the whole model";
+    this.crumb.dataset.path = node.p;
+  }
 
-  const tick = (i) => {
-    const node = store.nodes[i];
-    if (!node || node.st === "empty" || model.get("disabled")) {
-      draw();
+  drawNote() {
+    this.note.textContent = this.model.get("note") || "";
+    this.note.hidden = !this.note.textContent;
+  }
+
+  // Scroll so the row at `pos` is on screen (the column header covers the top row slot).
+  scrollToPos(pos) {
+    const box = this.box;
+    const viewH = box.clientHeight || MIN_VIEW_H;
+    const rowTop = (pos + 1) * ROW_H;
+    if (rowTop - ROW_H < box.scrollTop) box.scrollTop = rowTop - ROW_H;
+    else if (rowTop + ROW_H > box.scrollTop + viewH) box.scrollTop = rowTop + ROW_H - viewH;
+  }
+
+  setFocus(i, reveal = true) {
+    this.focusIndex = i;
+    if (reveal && this.position.has(i)) this.scrollToPos(this.position.get(i));
+    this.renderWindow(false);
+    this.markFocus();
+    this.drawCrumb();
+  }
+
+  toggleExpand(i, open) {
+    const { expanded } = this.store;
+    const want = open === undefined ? !expanded.has(i) : open;
+    if (want) expanded.add(i);
+    else expanded.delete(i);
+    this.draw();
+  }
+
+  tick(i) {
+    const node = this.store.nodes[i];
+    if (!node || node.st === "empty" || this.model.get("disabled")) {
+      const row = this.rows.get(i);
+      if (row && node) this.updateRow(row, node); // undo the browser's own checkbox toggle
       return;
     }
     // Ticking a partial or trainable node freezes it; ticking a frozen one unfreezes it.
-    const frozen = node.st !== "frozen";
-    model.send({ type: "tick", path: node.p, frozen });
-  };
+    this.model.send({ type: "tick", path: node.p, frozen: node.st !== "frozen" });
+  }
 
-  box.addEventListener("keydown", (e) => {
-    const order = [...rows.keys()];
-    const pos = order.indexOf(focusIndex);
-    const node = store.nodes[focusIndex];
+  freezeTo(i) {
+    const node = this.store.nodes[i];
+    if (node && node.ft && !this.model.get("disabled")) {
+      this.model.send({ type: "freeze_to", path: node.p });
+    }
+  }
+
+  reveal(path) {
+    const { nodes, byPath, expanded } = this.store;
+    const i = byPath.get(path);
+    if (i === undefined) return false;
+    for (let n = nodes[i]; n && n.pa !== null && n.pa !== undefined; n = nodes[n.pa]) {
+      expanded.add(n.pa);
+    }
+    this.draw();
+    if (!this.position.has(i)) return false;
+    this.setFocus(i, true);
+    return true;
+  }
+
+  key(e) {
+    const { order } = this;
+    const pos = this.position.get(this.focusIndex) ?? 0;
+    const node = this.store.nodes[this.focusIndex];
     if (!node) return;
-    if (e.key === "ArrowDown" && pos < order.length - 1) setFocus(order[pos + 1]);
-    else if (e.key === "ArrowUp" && pos > 0) setFocus(order[pos - 1]);
+    const hasParent = node.pa !== null && node.pa !== undefined;
+    if (e.key === "ArrowDown" && pos < order.length - 1) this.setFocus(order[pos + 1]);
+    else if (e.key === "ArrowUp" && pos > 0) this.setFocus(order[pos - 1]);
     else if (e.key === "ArrowRight" && node.c.length) {
-      if (!store.expanded.has(node.i)) toggleExpand(node.i, true);
-      else setFocus(node.c[0]);
+      if (!this.store.expanded.has(node.i)) this.toggleExpand(node.i, true);
+      else this.setFocus(node.c[0]);
     } else if (e.key === "ArrowLeft") {
-      if (node.c.length && store.expanded.has(node.i)) toggleExpand(node.i, false);
-      else if (node.pa !== null && node.pa !== undefined) setFocus(node.pa);
-    } else if (e.key === " " || e.key === "Enter") tick(node.i);
-    else if (e.key === "Home") setFocus(order[0]);
-    else if (e.key === "End") setFocus(order[order.length - 1]);
+      if (node.c.length && this.store.expanded.has(node.i)) this.toggleExpand(node.i, false);
+      else if (hasParent) this.setFocus(node.pa);
+    } else if (e.key === " " || e.key === "Enter") this.tick(node.i);
+    else if (e.key === "u" || e.key === "U") this.freezeTo(node.i);
+    else if (e.key === "Home") this.setFocus(order[0]);
+    else if (e.key === "End") this.setFocus(order[order.length - 1]);
     else return;
     e.preventDefault();
-  });
+  }
 
-  const listener = (event) => {
+  scrolled() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.renderWindow(false);
+    });
+  }
+
+  storeChanged(event) {
     if (event.kind === "full") {
-      draw();
+      this.draw();
       return;
     }
     for (const i of event.changed) {
-      const row = rows.get(i);
-      if (row) updateRow(row, store.nodes[i]);
+      const row = this.rows.get(i);
+      if (row) this.updateRow(row, this.store.nodes[i]);
     }
-    if (event.seq !== undefined) el.dataset.seq = String(event.seq);
-  };
-  store.listeners.add(listener);
-  const redraw = () => draw();
-  model.on("change:visible", redraw);
-  model.on("change:disabled", redraw);
-  draw();
+    if (event.seq !== undefined) this.el.dataset.seq = String(event.seq);
+  }
+}
+
+function render({ model, el }) {
+  const view = new TreeView(model, el);
+  view.draw();
   // The `tree` trait may be older than the deltas sent since (a page reload): ask for the data.
   model.send({ type: "sync" });
-
-  return () => {
-    store.dispose();
-    store.listeners.delete(listener);
-    model.off("change:visible", redraw);
-    model.off("change:disabled", redraw);
-  };
+  return () => view.dispose();
 }
 
 export default { render };

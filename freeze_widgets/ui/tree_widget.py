@@ -21,6 +21,7 @@ class TreeWidget(anywidget.AnyWidget):
     """Rows with caret, tri-state checkbox, name (type) and ``trainable / total``.
 
     The browser sends ``{"type": "tick", "path", "frozen"}``, ``{"type": "freeze_to", "path"}``
+    (button or key U on a row whose record has ``ft``)
     and ``{"type": "sync"}``; Python answers ticks with a ``delta`` of the changed nodes only.
     ``rows`` is the data as last sent, which is what ``FreezeExplorer.state`` reports.
     """
@@ -33,6 +34,8 @@ class TreeWidget(anywidget.AnyWidget):
         sync=True
     )
     disabled = traitlets.Bool(False).tag(sync=True)
+    # A line under the rows, e.g. "No module matches 'xyz'" (empty: nothing shown).
+    note = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -73,6 +76,10 @@ class TreeWidget(anywidget.AnyWidget):
 
     def expand_all(self, expand: bool = True) -> None:
         self.send({"type": "expand", "all": expand})
+
+    def clear_handlers(self) -> None:
+        """Forget every handler (they are bound methods of the explorer; see close())."""
+        self._handlers.clear()
 
     def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):

@@ -1,0 +1,155 @@
+"""The explorer's panel area: open buttons, lazily built panels, and their shared busy state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+from torch import nn
+
+from .background import BusyState
+from .export_panel import ExportPanel
+from .finetune_panel import FineTunePanel
+from .lifecycle import close_created, close_widget_tree, track_created
+
+__all__ = ["META_TOOLTIP", "PanelsHost", "is_meta"]
+
+META_TOOLTIP = (
+    "The model is on the meta device (structure only, no weights), so it cannot be trained or "
+    'exported. Load it with weights: load_model(name) without device="meta", or '
+    'model.to_empty(device="cpu") then model.load_state_dict(state_dict).'
+)
+_STOP_WAIT_S = 2.0
+
+
+def is_meta(model: nn.Module) -> bool:
+    """True when any parameter or buffer is on the meta device (nothing to run)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return any(t.is_meta for t in tensors)
+
+
+class PanelsHost(widgets.VBox):
+    """Open buttons and the fine-tune / export panels, each built on first open.
+
+    The panels hold most of the explorer's widget models; building them on first open keeps
+    the tree quick to render (each widget is a comm round trip for the browser). Both panels
+    hold ``busy`` while they run, so the explorer refuses model changes meanwhile.
+    """
+
+    def __init__(
+        self,
+        get_model: Callable[[], nn.Module],
+        busy: BusyState,
+        *,
+        on_finetune_finished: Callable[[Any], None],
+        get_bn_policy: Callable[[], str],
+        meta: bool = False,
+    ) -> None:
+        self._get_model = get_model
+        self._busy = busy
+        self._on_finetune_finished = on_finetune_finished
+        self._get_bn_policy = get_bn_policy
+        self._finetune: FineTunePanel | None = None
+        self._export: ExportPanel | None = None
+        self._made: dict[str, Any] = {}  # every widget the panels made, for shutdown()
+        self._sections: dict[str, widgets.Widget] = {}
+        auto = widgets.Layout(width="auto")
+        self.open_finetune = widgets.ToggleButton(
+            layout=auto,
+            description="fine-tune",
+            icon="graduation-cap",
+            tooltip="Demo fine-tune that proves the freeze held",
+        )
+        self.open_finetune.add_class("fw-open-finetune")
+        self.open_export = widgets.ToggleButton(
+            layout=auto,
+            description="export",
+            icon="download",
+            tooltip="Partial-bound ONNX export, verified; Netron",
+        )
+        self.open_export.add_class("fw-open-export")
+        if meta:
+            for toggle in (self.open_finetune, self.open_export):
+                toggle.disabled = True
+                toggle.tooltip = META_TOOLTIP
+        plain = widgets.Layout()
+        self._panel_box = widgets.VBox(layout=plain)
+        buttons = widgets.HBox([self.open_finetune, self.open_export], layout=plain)
+        super().__init__([buttons, self._panel_box], layout=plain)
+        self.add_class("fw-panels")
+        self.open_finetune.observe(self._show, names="value")
+        self.open_export.observe(self._show, names="value")
+
+    @property
+    def finetune(self) -> FineTunePanel:
+        if self._finetune is None:
+            with track_created(self._made):
+                panel = FineTunePanel(
+                    self._get_model,
+                    on_finished=self._on_finetune_finished,
+                    get_bn_policy=self._get_bn_policy,
+                )
+            panel.busy = self._busy
+            panel.busy_reason = "a fine-tune is running"
+            self._finetune = panel
+        return self._finetune
+
+    @property
+    def export(self) -> ExportPanel:
+        if self._export is None:
+            with track_created(self._made):
+                panel = ExportPanel(self._get_model)
+            panel.busy = self._busy
+            panel.busy_reason = "an export is running"
+            self._export = panel
+        return self._export
+
+    def show_busy(self, busy: bool) -> None:
+        """Grey out the Run buttons of the panels not running (one run holds the model at once).
+
+        A click there would be refused by the busy state anyway (the panel's run would not
+        start); disabling says so before the click.
+        """
+        for panel in self.built():
+            if not panel.running:
+                panel.run_button.disabled = busy
+
+    def built(self) -> list[FineTunePanel | ExportPanel]:
+        return [p for p in (self._finetune, self._export) if p is not None]
+
+    def _section(self, key: str, title: str) -> widgets.Widget:
+        """The panel under its heading, built once (re-toggling reuses it)."""
+        if key not in self._sections:
+            panel = self.finetune if key == "finetune" else self.export
+            with track_created(self._made):
+                heading = widgets.HTML(f'<h4 style="margin:10px 0 4px">{title}</h4>')
+                self._sections[key] = widgets.VBox([heading, panel])
+        return self._sections[key]
+
+    def _show(self, _change: Any = None) -> None:
+        sections = []
+        if self.open_finetune.value:
+            title = "Demo fine-tune: a short real run that respects the freeze"
+            sections.append(self._section("finetune", title))
+        if self.open_export.value:
+            sections.append(
+                self._section("export", "Partial-bound export, verified with onnxruntime")
+            )
+        self._panel_box.children = sections
+
+    def shutdown(self) -> None:
+        """Stop runs (briefly waiting for their daemon threads), Netron servers, and widgets."""
+        for panel in self.built():
+            stop = getattr(panel, "stop", None)
+            if panel.running and callable(stop):
+                stop()
+            panel.wait(_STOP_WAIT_S)
+            netron = getattr(panel, "shutdown", None)
+            if callable(netron):
+                netron()  # the export panel's Netron servers
+            close_widget_tree(panel)
+        close_created(self._made)
+        self._sections.clear()
+        self._finetune = self._export = None
+        close_widget_tree(self)

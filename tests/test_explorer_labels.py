@@ -1,0 +1,95 @@
+"""What the explorer says: labels, tooltips, notices, and the live training-memory line."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from torch import nn
+
+from freeze_widgets import FreezeExplorer
+from freeze_widgets.cost import CostModel
+from freeze_widgets.ui.payload import tree_payload
+from freeze_widgets.ui.toolbar import KEYS_HELP
+
+
+def test_freeze_up_to_here_offered_only_on_rows_with_parameters(resnet18: nn.Module) -> None:
+    ex = FreezeExplorer(resnet18)
+    records = {r["p"]: r for r in tree_payload(ex.tree)}
+    for path, record in records.items():
+        has_params = sum(p.numel() for p in _params_at(resnet18, path)) > 0
+        assert bool(record.get("ft")) == (has_params and path != ""), path
+    assert "ft" not in records["relu"] and "ft" not in records["layer1.0.relu"]
+    assert records["layer1.0.conv1"]["ft"] == 1
+
+
+def _params_at(model: nn.Module, path: str) -> list[nn.Parameter]:
+    try:
+        return list(model.get_submodule(path).parameters())
+    except AttributeError:
+        return [model.get_parameter(path)]
+
+
+def test_bn_policy_help_reaches_the_page(resnet18: nn.Module) -> None:
+    tb = FreezeExplorer(resnet18).toolbar
+    # ipywidgets renders ``tooltip`` as a title only on widgets without a description.
+    assert tb.bn.description == "" and "eval" in (tb.bn.tooltip or "")
+    assert tb.bn_label.tooltip == tb.bn.tooltip
+    assert "FrozenBatchNorm" in (tb.bn.tooltip or "")
+    assert "U freezes everything up to" in KEYS_HELP and KEYS_HELP in tb.help.value
+
+
+def test_filter_without_match_says_so(resnet18: nn.Module) -> None:
+    ex = FreezeExplorer(resnet18)
+    ex.toolbar.filter.value = "zzz"
+    assert ex.tree_view.visible == [0]
+    assert ex.tree_view.note == "No module matches 'zzz'"
+    ex.toolbar.filter.value = "layer1"
+    assert ex.tree_view.note == ""
+
+
+def test_random_weights_notice_is_plain_and_says_where_the_file_goes(
+    resnet18: nn.Module,
+) -> None:
+    reason = "random: pretrained weights unavailable (URLError: <urlopen error [Errno -3]>)"
+    resnet18._freeze_widgets_weights = reason  # what load_model records offline
+    ex = FreezeExplorer(resnet18, model_name="resnet18")
+    note = html.unescape(re.search(r'class="fw-note"[^>]*>([^<]*)<', ex.header.value)[1])
+    assert (
+        "Random weights: the pretrained file could not be downloaded. "
+        "Put resnet18-f37072fd.pth in" in note
+    )
+    assert "checkpoints (see load_model)" in note
+    assert "URLError" not in note  # the raw reason is only in the hover text
+    assert "URLError" in html.unescape(ex.header.value)
+    unnamed = FreezeExplorer(resnet18)
+    assert "see load_model" in html.unescape(unnamed.header.value)
+
+
+@pytest.mark.parametrize("bn", ["eval", "frozen"])
+def test_training_memory_line_follows_every_tick(resnet18: nn.Module, bn: str) -> None:
+    ex = FreezeExplorer(resnet18)
+    ex.toolbar.bn.value = bn
+    for path, frozen in (("", False), ("layer1", True), ("layer3.1", True), ("fc", True)) * 2:
+        ex.tick(path, frozen=frozen if ex.state(path) != "frozen" else False)
+        expected = CostModel(resnet18, example_inputs=False).estimate("adamw", activations=False)
+        assert ex.header.cost[0] == expected.summary()
+        assert html.escape(expected.summary()) in ex.header.value
+    assert "less than unfrozen" in ex.header.cost[0]
+    assert "Activations are not included" in ex.header.cost[1]
+    assert 'class="fw-cost" title="' in ex.header.value
+
+
+def test_training_memory_skipped_readably_when_the_estimate_fails(
+    resnet18: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("no estimate for this")
+
+    monkeypatch.setattr("freeze_widgets.ui.cost_line.CostModel", broken)
+    ex = FreezeExplorer(resnet18)
+    assert ex.header.cost[0] == "training memory: not estimated for this model"
+    assert "no estimate for this" in ex.header.cost[1]
+    ex.tick("layer1")
+    assert ex.state("layer1") == "frozen"  # the explorer works without it
