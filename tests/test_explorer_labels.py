@@ -93,3 +93,17 @@ def test_training_memory_skipped_readably_when_the_estimate_fails(
     assert "no estimate for this" in ex.header.cost[1]
     ex.tick("layer1")
     assert ex.state("layer1") == "frozen"  # the explorer works without it
+
+
+def test_filter_finds_names_that_hold_glob_characters() -> None:
+    """A ModuleDict key like ``r[1]`` is found by typing it (a substring), and globs still work."""
+    from freeze_widgets import ModuleTree
+    from freeze_widgets.ui.payload import filter_visible
+
+    model = nn.Module()
+    model.d = nn.ModuleDict({"r[1]": nn.Linear(2, 2), "r1": nn.Linear(2, 2)})
+    tree = ModuleTree(model)
+    paths = {tree.nodes[i].path for i in filter_visible(tree, "r[1]") or []}
+    assert "d.r[1]" in paths
+    globbed = {tree.nodes[i].path for i in filter_visible(tree, "d.r?") or []}
+    assert "d.r1" in globbed

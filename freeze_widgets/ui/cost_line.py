@@ -66,7 +66,14 @@ class LiveCost:
         grads = trainable * self._item_size
         states = grads * STATES_PER_ELEMENT[OPTIMIZER]
         # backward_share needs the parameters in order: not tracked live (nan, never shown).
-        return CostEstimate(self._weight_bytes, grads, states, 0, float("nan"), self.assumptions)
+        return CostEstimate(
+            weight_bytes=self._weight_bytes,
+            grad_bytes=grads,
+            optimizer_state_bytes=states,
+            activation_bytes=0,
+            backward_share=float("nan"),
+            assumptions=self.assumptions,
+        )
 
     def line(self, counts: ParamCounts) -> tuple[str, str]:
         """(the line shown, its tooltip)."""

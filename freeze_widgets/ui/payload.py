@@ -52,21 +52,20 @@ def delta_rows(nodes: Iterable[Node]) -> list[list[Any]]:
 def filter_visible(tree: ModuleTree, text: str) -> list[int] | None:
     """Indices of nodes whose path matches ``text``, with their ancestors; None when no filter.
 
-    Plain text matches as a case-insensitive substring of the path or type; text with ``*``,
-    ``?`` or ``[`` is a glob over the path (the same patterns :func:`freeze` takes).
+    Text matches as a case-insensitive substring of the path or type; text with ``*``, ``?`` or
+    ``[`` also matches as a glob over the path (the same patterns :func:`freeze` takes), so a
+    name that itself holds such characters (``ModuleDict`` key ``r[1]``) is still found.
     """
     text = text.strip()
     if not text:
         return None
-    if any(ch in text for ch in "*?["):
+    needle = text.lower()
+    is_glob = any(ch in text for ch in "*?[")
 
-        def match(node: Node) -> bool:
-            return fnmatch.fnmatchcase(node.path, text)
-    else:
-        needle = text.lower()
-
-        def match(node: Node) -> bool:
-            return needle in node.path.lower() or needle in node.type_name.lower()
+    def match(node: Node) -> bool:
+        if needle in node.path.lower() or needle in node.type_name.lower():
+            return True
+        return is_glob and fnmatch.fnmatchcase(node.path, text)
 
     keep: set[int] = set()
     for node in tree.nodes:
