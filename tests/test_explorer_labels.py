@@ -107,3 +107,16 @@ def test_filter_finds_names_that_hold_glob_characters() -> None:
     assert "d.r[1]" in paths
     globbed = {tree.nodes[i].path for i in filter_visible(tree, "d.r?") or []}
     assert "d.r1" in globbed
+
+
+def test_code_view_states_the_cost_and_its_assumptions() -> None:
+    from freeze_widgets import FreezeExplorer
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    ex = FreezeExplorer(model)
+    ex.tick("0")
+    ex.toolbar.code.value = True
+    text = html.unescape(ex.code_view.value)
+    assert "# training memory about" in text
+    assert "# " + ex._cost.assumptions[0] in text  # type: ignore[union-attr]
+    ex.close()

@@ -249,6 +249,10 @@ class FreezeExplorer(widgets.VBox):
 
     def _show_code(self) -> None:
         code = self.spec().to_code()
+        if self._cost is not None:  # what this freeze costs, and on which assumptions
+            line, assumptions = self._cost.line(self.counts)
+            notes = [line, *assumptions.splitlines()] if line else []
+            code += "".join(f"\n# {note}" for note in notes)
         self.code_view.value = (
             '<pre style="font-size:0.9em;background:var(--jp-layout-color2,#f5f5f5);'
             f'padding:6px;border-radius:4px;white-space:pre">{html.escape(code)}</pre>'
