@@ -42,7 +42,7 @@ def test_summary_of_a_passing_run_with_head_unfreezing_and_early_stop() -> None:
     expected = "\n".join(
         [
             "trained 12 steps (3 epochs) in 2.3 s, 164 samples/s; final loss 0.6123, "
-            "accuracy 80.0%",
+            "accuracy 80.0% (mean over the last epoch's batches)",
             "stopped early: callback returned False",
             "head fc: Linear(16->10) replaced by Linear(16->4)",
             "epoch 2: unfroze layer4 at lr 0.000385",
@@ -120,3 +120,16 @@ def test_summary_of_an_empty_verification() -> None:
         ]
     )
     assert FineTuneReport().summary() == expected
+
+
+def test_summary_lists_optimizer_audit_findings() -> None:
+    from freeze_widgets import Finding
+
+    report = FineTuneReport(steps=1, epochs=1, total_seconds=1.0)
+    report.optimizer_findings = [
+        Finding("trainable_not_in_optimizer", "fc.weight", "not in any group.", "add it.")
+    ]
+    lines = report.summary().splitlines()
+    assert lines[-2] == (
+        "optimizer audit: trainable_not_in_optimizer [fc.weight]: not in any group. Fix: add it."
+    )

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from .._helpers import check_bn_policy, module_modes, require_module
 from .._rollback import all_or_nothing
+from ..audit import audit_optimizer
 from ..bn import bn_is_frozen, bn_state, iter_batchnorms, set_bn_policy
 from .data import DEFAULT_IMAGE_SIZE, augment_batch, infer_num_classes, make_loader, split_batch
 from .head import OPTIMIZERS, find_head, make_optimizer, replace_head, trainable_parameters
@@ -293,6 +294,7 @@ def _train_and_verify(run: _Run, modes: dict[nn.Module, bool]) -> FineTuneReport
     finally:
         restore_modes_by_policy(modes, model)
     report.verification = verify(model, snap, _unfrozen_at(report), report.steps)
+    report.optimizer_findings = audit_optimizer(model, run.optimizer)
     return report
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..findings import Finding
+
 __all__ = [
     "FineTuneReport",
     "NonFiniteLossError",
@@ -97,6 +99,8 @@ class FineTuneReport(TrainingCurves):
     cached_epochs: list[int] = field(default_factory=list)
     verification: list[VerificationRow] = field(default_factory=list)
     error: str | None = None
+    # audit_optimizer after the run: the same check users run on their own loops (issue 13)
+    optimizer_findings: list[Finding] = field(default_factory=list)
 
     # ------------------------------------------------------------------ derived
 
@@ -174,7 +178,11 @@ class FineTuneReport(TrainingCurves):
             f"{self.samples_per_second:.0f} samples/s"
         ]
         if self.final_loss is not None:
-            acc = f", accuracy {self.final_acc:.1%}" if self.final_acc is not None else ""
+            acc = (
+                f", accuracy {self.final_acc:.1%} (mean over the last epoch's batches)"
+                if self.final_acc is not None
+                else ""
+            )
             lines[0] += f"; final loss {self.final_loss:.4g}{acc}"
         if self.stopped_early:
             lines.append(f"stopped early: {self.stop_reason}")
@@ -184,6 +192,7 @@ class FineTuneReport(TrainingCurves):
             f"epoch {e.epoch}: unfroze {e.group} at lr {e.lr:.3g}" for e in self.unfreeze_events
         ]
         lines += self.verification_lines()
+        lines += [f"optimizer audit: {finding}" for finding in self.optimizer_findings]
         lines.append("OK: frozen weights did not move" if self.ok else "FAILED: see MOVED rows")
         return "\n".join(lines)
 
