@@ -171,11 +171,32 @@ def run_export(
         written = converter.write(job)
         export_seconds = time.perf_counter() - start
         report = _empty_report(job, written, export_seconds, check, notes)
+        stage = ["reading the file back"]
         try:
-            _check_and_verify(report, converter, job, written, inputs, check)
+            _check_and_verify(report, converter, job, written, inputs, check, stage)
         except Exception as exc:  # the file is written: report the failure, never raise
-            report.error = f"{first_line(exc)} (the file was written; this step failed)"
+            report.error = f"{stage[-1]} failed: {first_line(exc, limit=300)}"
+            report.error += _bound_batch_hint(job)
     return report
+
+
+def _bound_batch_hint(job: ExportJob) -> str:
+    """What to do when bound tensors carry the traced batch size (they cannot follow it)."""
+    if not isinstance(job.model, BoundModule) or not job.dynamic_batch:
+        return ""
+    batch = batch_of(job.inputs, job.batch_axes)
+    fixed = [
+        name
+        for name, value in job.model.bound.items()
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch
+    ]
+    if not fixed or batch is None or batch < 2:
+        return ""
+    return (
+        f"; bound tensor(s) {fixed} have the batch size {batch} on axis 0 and keep it at every "
+        "batch: bind them with size 1 on that axis, pass them as inputs, or export with "
+        "dynamic_batch=False"
+    )
 
 
 def _empty_report(
@@ -207,8 +228,12 @@ def _check_and_verify(
     written: Written,
     inputs: dict[str, Any],
     check: VerifyOptions,
+    stage: list[str],
 ) -> None:
-    """Read the file back into ``report``, then compare it with eager if asked to."""
+    """Read the file back into ``report``, then compare it with eager if asked to.
+
+    ``stage`` gets the name of each step as it starts, for the error message.
+    """
     report.checker_ok = False  # until load() returns
     loaded = converter.load(job, written)
     report.checker_ok = True
@@ -217,7 +242,14 @@ def _check_and_verify(
     report.initializer_count = loaded.initializer_count
     report.file_bytes = loaded.file_bytes
     report.freeze_marked = loaded.freeze_marked
+    if not job.output_names:
+        report.error = (
+            "the model returned no tensors (None or no tensor in its output), so the exported "
+            "graph has no outputs: return the tensors to export"
+        )
+        return
     if check.verify:
+        stage.append("comparing with PyTorch eager")
         trace_batch = batch_of(job.inputs, job.batch_axes)
         batches = check.batches or default_batches(trace_batch, job.dynamic_batch)
         timing = (check.timing_runs, check.warmup)
@@ -317,7 +349,10 @@ def output_names(n: int) -> list[str]:
     return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
 
 
-def first_line(exc: BaseException) -> str:
-    """``"<ExceptionType>: <first line of its message>"``, for a fallback reason."""
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """``"<ExceptionType>: <first line of its message>"``, cut to ``limit`` characters."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+    line = f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+    if limit is not None and len(line) > limit:
+        line = line[: limit - 3] + "..."
+    return line
