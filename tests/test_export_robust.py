@@ -175,6 +175,9 @@ def test_bind_transformers_base_models(family: str) -> None:
         ({"batch_axes": ["mask"]}, "batch_axes"),
         ({"dynamic_batch": None}, "dynamic_batch"),
         ({"opset": "18"}, "opset"),
+        ({"timing_runs": None}, "timing_runs"),
+        ({"verify_batches": 3}, "verify_batches"),
+        ({"verify_batches": [0]}, "verify_batches"),
     ],
 )
 def test_wrong_types_name_the_argument_before_writing(

@@ -89,6 +89,17 @@ class VerifyOptions:
             raise TypeError(f"tolerance must be a number; got {type(self.tolerance).__name__}")
         if not self.tolerance > 0:
             raise ValueError(f"tolerance must be positive; got {self.tolerance}")
+        for name in ("timing_runs", "warmup"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TypeError(f"{name} must be an int >= 0; got {value!r}")
+        batches = self.batches
+        if batches is not None and (
+            isinstance(batches, str | bytes)
+            or not isinstance(batches, Sequence)
+            or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in batches)
+        ):
+            raise TypeError(f"verify_batches must be a sequence of positive ints; got {batches!r}")
         if self.batch_axes is not None and not isinstance(self.batch_axes, Mapping):
             raise TypeError(
                 "batch_axes must be a dict input name -> batch axis (or None for an input "
