@@ -424,3 +424,22 @@ def test_freeze_marks_keep_external_data(tmp_path: Path, monkeypatch: pytest.Mon
     mark_freeze(path, bind(model, mask=torch.rand(8)), model)  # marking again: data untouched
     assert hashlib.sha256(data_files[0].read_bytes()).hexdigest() == digest
     _check_freeze_marks(path, model)
+
+
+def test_distributed_data_parallel_is_looked_through(tmp_path: Path) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        inner = MaskedLinear()
+        wrapped = nn.parallel.DistributedDataParallel(inner)
+        report = export_onnx(
+            wrapped, (torch.randn(2, 8), torch.rand(2, 8)), tmp_path / "ddp.onnx", **FAST
+        )
+    finally:
+        dist.destroy_process_group()
+    assert report.ok, str(report)
+    assert report.notes == ["DistributedDataParallel wrapper: exported its .module"]
+    assert report.graph_inputs == ["x", "mask"]
