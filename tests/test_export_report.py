@@ -48,9 +48,11 @@ def test_str_of_passing_onnx_report() -> None:
         "initializers       3\n"
         "file size          1.5 KB\n"
         "export time        1.23 s\n"
-        "parity @ batch 1   ok: max abs 1.50e-07, max rel 2.50e-06 (atol 0.0001, rtol 0.001)\n"
+        "parity @ batch 1   ok: max rel 2.50e-06 of output scale (tolerance 0.0001), max abs "
+        "1.50e-07\n"
         "latency @ batch 1  eager 2.00 ms, onnxruntime 0.50 ms (0.25x)\n"
-        "parity @ batch 5   ok: max abs 3.00e-07, max rel 4.00e-06 (atol 0.0001, rtol 0.001)\n"
+        "parity @ batch 5   ok: max rel 4.00e-06 of output scale (tolerance 0.0001), max abs "
+        "3.00e-07\n"
         "latency @ batch 5  eager 4.00 ms, onnxruntime 1.00 ms (0.25x)\n"
         "status             OK"
     )
@@ -76,8 +78,7 @@ def test_str_of_torchscript_fallback_with_mismatch() -> None:
             # A zero eager time (too fast for the clock) gives no ratio rather than a crash.
             ParityResult(batch=3, max_abs=0.0, max_rel=0.0, ok=True, eager_ms=0.0, exported_ms=3.0),
         ],
-        atol=1e-5,
-        rtol=0.01,
+        tolerance=1e-5,
         verified=True,
     )
     assert str(report) == (
@@ -92,9 +93,11 @@ def test_str_of_torchscript_fallback_with_mismatch() -> None:
         "initializers       0\n"
         "file size          3.0 MB\n"
         "export time        0.50 s\n"
-        "parity @ batch 1   MISMATCH: max abs 2.50e-01, max rel 5.00e-01 (atol 1e-05, rtol 0.01)\n"
+        "parity @ batch 1   MISMATCH: max rel 5.00e-01 of output scale (tolerance 1e-05), max "
+        "abs 2.50e-01\n"
         "latency @ batch 1  eager 1.00 ms, torchscript 3.00 ms (3.00x)\n"
-        "parity @ batch 3   ok: max abs 0.00e+00, max rel 0.00e+00 (atol 1e-05, rtol 0.01)\n"
+        "parity @ batch 3   ok: max rel 0.00e+00 of output scale (tolerance 1e-05), max abs "
+        "0.00e+00\n"
         "latency @ batch 3  eager 0.00 ms, torchscript 3.00 ms (nanx)\n"
         "status             FAILED"
     )
@@ -136,6 +139,46 @@ def test_str_of_unverified_report_with_leaked_bound_name() -> None:
     )
 
 
+def test_str_of_tiny_outputs_notes_error_and_freeze_marks() -> None:
+    """Outputs too small to judge fail; notes, freeze marks and a verification error show."""
+    report = onnx_report()
+    report.parity = [
+        ParityResult(
+            batch=1,
+            max_abs=1e-39,
+            max_rel=0.5,
+            ok=False,
+            eager_ms=2.0,
+            exported_ms=1.0,
+            scale=2e-38,
+            too_small=True,
+        )
+    ]
+    report.notes = ["torch.compile wrapper (OptimizedModule): exported its ._orig_mod"]
+    report.freeze_marked = (2, 1)
+    report.error = "RuntimeError: shape mismatch (the file was written; this step failed)"
+    assert str(report) == (
+        "file               exports/masked.onnx\n"
+        "exporter           onnx-dynamo\n"
+        "note               torch.compile wrapper (OptimizedModule): exported its ._orig_mod\n"
+        "opset              18\n"
+        "inputs             x\n"
+        "graph inputs       x\n"
+        "bound              mask\n"
+        "outputs            output\n"
+        "initializers       3\n"
+        "freeze in graph    2 frozen, 1 trainable initializers\n"
+        "file size          1.5 KB\n"
+        "export time        1.23 s\n"
+        "parity @ batch 1   TOO SMALL TO JUDGE: outputs at most 2.0e-38 in size (max abs 1.00e-39); "
+        "check with trained weights or real inputs\n"
+        "latency @ batch 1  eager 2.00 ms, onnxruntime 1.00 ms (0.50x)\n"
+        "error              RuntimeError: shape mismatch (the file was written; this step failed)\n"
+        "status             FAILED"
+    )
+    assert not report.ok
+
+
 def test_ok_needs_verification_and_every_parity_entry() -> None:
     report = onnx_report()
     assert report.ok
@@ -145,6 +188,10 @@ def test_ok_needs_verification_and_every_parity_entry() -> None:
     report.checker_ok = False
     assert not report.ok
     report.checker_ok = True
+    report.error = "ValueError: verification crashed"
+    assert not report.ok
+    report.error = None
+    assert report.ok
     report.verified = False
     assert not report.ok
 

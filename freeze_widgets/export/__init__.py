@@ -5,7 +5,9 @@ remaining arguments, under their original names (``binding``). ``export_onnx`` (
 checks the file with ``onnx.checker`` and compares onnxruntime with PyTorch eager at batch sizes
 other than the one traced; ``export_torchscript`` (``torchscript``) does the same for TorchScript.
 Both run one shared skeleton (``_common``) and return an :class:`ExportReport` (``report``) whose
-parity figures come from ``parity``.
+parity figures come from ``parity`` (judged against the output's scale). An ONNX file carries
+the freeze (``onnx_freeze``): the FreezeSpec JSON in its metadata and "frozen" / "trainable" on
+each weight. See docs/export.md.
 
 Heavy imports (onnx, onnxruntime) happen inside the functions that need them.
 """

@@ -1,11 +1,14 @@
 """The one skeleton both exporters share, and the input handling it needs.
 
-normalise inputs -> eval mode -> write the file (timed) -> load it back -> report -> parity.
-An exporter supplies only a :class:`Converter`: how to write its file and how to read it back.
+check arguments -> unwrap the model -> normalise inputs -> eval mode -> write the file (timed)
+-> load it back -> report -> parity. An exporter supplies only a :class:`Converter`: how to
+write its file and how to read it back. Nothing raises once the file is written: a failed check
+or verification is the report's ``error``.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,9 +20,11 @@ import torch
 from torch import nn
 
 from .._helpers import named_parameters_of, preserved_modes
-from .binding import BoundModule
-from .parity import Runner, attach_parity, batch_of, default_batches, flatten
+from .binding import BoundModule, PositionalInputs, unwrap_model
+from .parity import BatchAxes, Runner, attach_parity, batch_of, default_batches, flatten
 from .report import ExporterName, ExportReport
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 ExampleInputs = torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor] | Mapping[str, Any]
 
@@ -34,6 +39,8 @@ class ExportJob:
     input_names: list[str]
     output_names: list[str]
     dynamic_batch: bool
+    batch_axes: dict[str, int | None]
+    source: nn.Module  # the user's model inside any bind / wrapper: whose freeze to record
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class Loaded:
     file_bytes: int
     opset: int | None
     make_runner: Callable[[], Runner]  # called only when verifying
+    freeze_marked: tuple[int, int] | None = None
 
 
 class Converter(Protocol):
@@ -68,11 +76,70 @@ class VerifyOptions:
     """How the exported model is compared with PyTorch eager."""
 
     verify: bool
-    atol: float
-    rtol: float
+    tolerance: float
     batches: Sequence[int] | None
     timing_runs: int
     warmup: int
+    batch_axes: Mapping[str, int | None] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.verify, bool):
+            raise TypeError(f"verify must be True or False; got {type(self.verify).__name__}")
+        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, int | float):
+            raise TypeError(f"tolerance must be a number; got {type(self.tolerance).__name__}")
+        if not self.tolerance > 0:
+            raise ValueError(f"tolerance must be positive; got {self.tolerance}")
+        for name in ("timing_runs", "warmup"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TypeError(f"{name} must be an int >= 0; got {value!r}")
+        batches = self.batches
+        if batches is not None and (
+            isinstance(batches, str | bytes)
+            or not isinstance(batches, Sequence)
+            or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in batches)
+        ):
+            raise TypeError(f"verify_batches must be a sequence of positive ints; got {batches!r}")
+        if self.batch_axes is not None and not isinstance(self.batch_axes, Mapping):
+            raise TypeError(
+                "batch_axes must be a dict input name -> batch axis (or None for an input "
+                f"without a batch); got {type(self.batch_axes).__name__}"
+            )
+
+
+def check_path(path: object) -> Path:
+    """``path`` as a Path, or a TypeError naming the argument."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
+    return Path(path)
+
+
+def prepare_model(model: object, example_inputs: ExampleInputs) -> tuple[nn.Module, list[str]]:
+    """The module to export: wrappers looked through, a ``forward(*args)`` given named inputs."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be a torch.nn.Module; got {type(model).__name__} "
+            "(wrap a functools.partial with bind(partial) first)"
+        )
+    module, notes = unwrap_model(model)
+    if isinstance(module, BoundModule):
+        notes = [*module.unwrapped, *notes]
+        return module, notes
+    params = list(inspect.signature(module.forward).parameters.values())
+    var = next((p for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    if var is None or not isinstance(example_inputs, torch.Tensor | tuple | list):
+        return module, notes
+    values = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    named = [p.name for p in params if p.kind in _POSITIONAL and p.default is p.empty]
+    extra = [f"{var.name}_{i}" for i in range(len(values) - len(named))]
+    return PositionalInputs(module, [*named, *extra]), notes
+
+
+def source_model(model: nn.Module) -> nn.Module:
+    """The user's model inside a BoundModule / PositionalInputs (whose paths the user knows)."""
+    while isinstance(model, BoundModule | PositionalInputs):
+        model = model.model
+    return model
 
 
 def run_export(
@@ -87,45 +154,124 @@ def run_export(
     """Export ``model`` with ``converter`` in eval mode; every submodule's flag is restored.
 
     Per-module restore keeps a BatchNorm the user froze in eval inside a training model in eval
-    (docs/design.md, trap 1), also when the export raises.
+    (docs/design.md, trap 1), also when the export raises. Arguments are checked before
+    anything is written; once the file exists, failures end up in the report, not raised.
     """
-    inputs = normalize_inputs(model, example_inputs)
-    path = Path(path)
+    module, notes = prepare_model(model, example_inputs)
+    path = check_path(path)
+    if not isinstance(dynamic_batch, bool):
+        raise TypeError(f"dynamic_batch must be True or False; got {type(dynamic_batch).__name__}")
+    inputs = normalize_inputs(module, example_inputs)
+    axes = resolve_batch_axes(inputs, check.batch_axes)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with preserved_modes(model, eval_inside=True):
-        traced = trace_inputs(inputs, dynamic_batch)
+    with preserved_modes(module, eval_inside=True):
+        traced = trace_inputs(inputs, axes) if dynamic_batch else dict(inputs)
         with torch.inference_mode():
-            n_outputs = len(flatten(model(**traced)))
-        job = ExportJob(model, traced, path, list(inputs), output_names(n_outputs), dynamic_batch)
+            n_outputs = len(flatten(module(**traced)))
+        job = ExportJob(
+            module,
+            traced,
+            path,
+            list(inputs),
+            output_names(n_outputs),
+            dynamic_batch,
+            axes,
+            source_model(module),
+        )
         start = time.perf_counter()
         written = converter.write(job)
         export_seconds = time.perf_counter() - start
-        loaded = converter.load(job, written)
-        report = ExportReport(
-            path=path,
-            exporter=written.exporter,
-            fallback_reason=written.fallback_reason,
-            opset=loaded.opset,
-            input_names=job.input_names,
-            output_names=job.output_names,
-            bound_names=list(model.bound) if isinstance(model, BoundModule) else [],
-            graph_inputs=loaded.graph_inputs,
-            initializer_count=loaded.initializer_count,
-            file_bytes=loaded.file_bytes,
-            export_seconds=export_seconds,
-            atol=check.atol,
-            rtol=check.rtol,
-        )
-        if check.verify:
-            batches = check.batches or default_batches(batch_of(traced), dynamic_batch)
-            run = loaded.make_runner()
-            attach_parity(report, run, model, inputs, batches, check.timing_runs, check.warmup)
+        report = _empty_report(job, written, export_seconds, check, notes)
+        stage = ["reading the file back"]
+        try:
+            _check_and_verify(report, converter, job, written, inputs, check, stage)
+        except Exception as exc:  # the file is written: report the failure, never raise
+            report.error = f"{stage[-1]} failed: {first_line(exc, limit=300)}"
+            report.error += _bound_batch_hint(job)
     return report
+
+
+def _bound_batch_hint(job: ExportJob) -> str:
+    """What to do when bound tensors carry the traced batch size (they cannot follow it)."""
+    if not isinstance(job.model, BoundModule) or not job.dynamic_batch:
+        return ""
+    batch = batch_of(job.inputs, job.batch_axes)
+    fixed = [
+        name
+        for name, value in job.model.bound.items()
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch
+    ]
+    if not fixed or batch is None or batch < 2:
+        return ""
+    return (
+        f"; bound tensor(s) {fixed} have the batch size {batch} on axis 0 and keep it at every "
+        "batch: bind them with size 1 on that axis, pass them as inputs, or export with "
+        "dynamic_batch=False"
+    )
+
+
+def _empty_report(
+    job: ExportJob, written: Written, seconds: float, check: VerifyOptions, notes: list[str]
+) -> ExportReport:
+    """The report before the file is read back: what was asked for and what was written."""
+    model = job.model
+    return ExportReport(
+        path=job.path,
+        exporter=written.exporter,
+        fallback_reason=written.fallback_reason,
+        opset=None,
+        input_names=job.input_names,
+        output_names=job.output_names,
+        bound_names=list(model.bound) if isinstance(model, BoundModule) else [],
+        graph_inputs=[],
+        initializer_count=0,
+        file_bytes=job.path.stat().st_size if job.path.exists() else 0,
+        export_seconds=seconds,
+        tolerance=check.tolerance,
+        notes=notes,
+    )
+
+
+def _check_and_verify(
+    report: ExportReport,
+    converter: Converter,
+    job: ExportJob,
+    written: Written,
+    inputs: dict[str, Any],
+    check: VerifyOptions,
+    stage: list[str],
+) -> None:
+    """Read the file back into ``report``, then compare it with eager if asked to.
+
+    ``stage`` gets the name of each step as it starts, for the error message.
+    """
+    report.checker_ok = False  # until load() returns
+    loaded = converter.load(job, written)
+    report.checker_ok = True
+    report.opset = loaded.opset
+    report.graph_inputs = loaded.graph_inputs
+    report.initializer_count = loaded.initializer_count
+    report.file_bytes = loaded.file_bytes
+    report.freeze_marked = loaded.freeze_marked
+    if not job.output_names:
+        report.error = (
+            "the model returned no tensors (None or no tensor in its output), so the exported "
+            "graph has no outputs: return the tensors to export"
+        )
+        return
+    if check.verify:
+        stage.append("comparing with PyTorch eager")
+        trace_batch = batch_of(job.inputs, job.batch_axes)
+        batches = check.batches or default_batches(trace_batch, job.dynamic_batch)
+        timing = (check.timing_runs, check.warmup)
+        attach_parity(
+            report, loaded.make_runner(), job.model, inputs, job.batch_axes, batches, timing
+        )
 
 
 def input_param_names(model: nn.Module) -> list[str]:
     """The names a model's forward takes as inputs (a BoundModule's unbound ones)."""
-    if isinstance(model, BoundModule):
+    if isinstance(model, BoundModule | PositionalInputs):
         return list(model.input_names)
     return [p.name for p in named_parameters_of(model.forward)]
 
@@ -170,18 +316,43 @@ def passes_positionally(model: nn.Module, inputs: Mapping[str, Any]) -> bool:
     return list(inputs) == names[: len(inputs)]
 
 
-def trace_inputs(inputs: Mapping[str, Any], dynamic_batch: bool) -> dict[str, Any]:
-    """Inputs for tracing: a batch of 1 is repeated to 2, since size-1 dims get specialised."""
-    if not dynamic_batch:
-        return dict(inputs)
+def resolve_batch_axes(
+    inputs: Mapping[str, Any], batch_axes: Mapping[str, int | None] | None
+) -> dict[str, int | None]:
+    """The batch axis of every tensor input (None: the input has no batch).
+
+    Given axes win. Otherwise axis 0 is the batch when its size equals the example batch:
+    the largest axis-0 size among inputs not given, so a ``mask[1, L]`` beside ``x[4, L]``
+    stays static-shaped while ``x`` gets the dynamic batch.
+    """
+    given = dict(batch_axes or {})
+    unknown = sorted(n for n in given if n not in inputs)
+    if unknown:
+        raise ValueError(f"batch_axes names unknown input(s) {unknown}; inputs are {list(inputs)}")
+    tensors = {n: v for n, v in inputs.items() if isinstance(v, torch.Tensor) and v.dim() > 0}
+    for name, axis in given.items():
+        dims = tensors[name].dim() if name in tensors else 0
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+            raise TypeError(f"batch_axes[{name!r}] must be an int axis or None; got {axis!r}")
+        if axis is not None and not 0 <= axis < dims:
+            raise ValueError(f"batch_axes[{name!r}] = {axis} but that input has {dims} dim(s)")
+    sizes = [int(v.shape[0]) for n, v in tensors.items() if n not in given]
+    batch = max(sizes, default=None)
     return {
-        n: (
-            v.repeat(2, *([1] * (v.dim() - 1)))
-            if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == 1
-            else v
-        )
-        for n, v in inputs.items()
+        n: given[n] if n in given else (0 if int(v.shape[0]) == batch else None)
+        for n, v in tensors.items()
     }
+
+
+def trace_inputs(inputs: Mapping[str, Any], axes: BatchAxes) -> dict[str, Any]:
+    """Inputs for tracing: a batch of 1 is repeated to 2, since size-1 dims get specialised."""
+    out = dict(inputs)
+    for name, axis in axes.items():
+        v = inputs[name]
+        if axis is not None and v.shape[axis] == 1:
+            repeats = [2 if d == axis else 1 for d in range(v.dim())]
+            out[name] = v.repeat(*repeats)
+    return out
 
 
 def output_names(n: int) -> list[str]:
@@ -189,7 +360,10 @@ def output_names(n: int) -> list[str]:
     return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
 
 
-def first_line(exc: BaseException) -> str:
-    """``"<ExceptionType>: <first line of its message>"``, for a fallback reason."""
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """``"<ExceptionType>: <first line of its message>"``, cut to ``limit`` characters."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+    line = f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+    if limit is not None and len(line) > limit:
+        line = line[: limit - 3] + "..."
+    return line

@@ -19,7 +19,7 @@ from torch import nn
 
 from .._helpers import is_variadic
 
-__all__ = ["BoundModule", "bind"]
+__all__ = ["BoundModule", "PositionalInputs", "bind", "unwrap_model"]
 
 _SCALAR_TYPES = (bool, int, float, str, type(None))
 _BUFFER_PREFIX = "_bound_"
@@ -104,6 +104,7 @@ class BoundModule(nn.Module):
     Attributes:
         model: The wrapped model.
         input_names: Names of the unbound arguments, in signature order.
+        unwrapped: Notes on compile / data-parallel wrappers that ``bind`` looked through.
     """
 
     def __init__(
@@ -124,6 +125,7 @@ class BoundModule(nn.Module):
             else:
                 self._constants[name] = value
         self._bound_order = list(bound)
+        self.unwrapped: list[str] = []
         unbound = [p for p in self._target_params if p.name not in bound]
         self.input_names: list[str] = [p.name for p in unbound]
         new_params = [p.replace(annotation=inspect.Parameter.empty) for p in unbound]
@@ -157,16 +159,23 @@ class BoundModule(nn.Module):
         return getattr(self, _BUFFER_PREFIX + name)
 
     def _call_bound(self, inputs: Mapping[str, Any]) -> Any:
+        # By keyword wherever the signature allows: transformers' forward decorators inject
+        # keywords such as ``use_cache``, which collide with a value passed in that position
+        # (docs/design.md, trap 16). A value that is the parameter's own default is left out,
+        # as a person calling the model would. Positional-only parameters go in order.
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
+        pending: list[Any] = []  # defaults of skipped positional-only parameters
         for p in self._target_params:
             value = self._value(p.name, inputs)
-            if p.kind is inspect.Parameter.KEYWORD_ONLY:
+            given = value is not p.default
+            if p.kind is inspect.Parameter.POSITIONAL_ONLY:
+                pending.append(value)
+                if given:
+                    args += pending
+                    pending = []
+            elif given:
                 kwargs[p.name] = value
-            else:
-                # Positional: every earlier parameter has a value (bound, input or default),
-                # so passing in order keeps forward-pre-hooks seeing ordinary positional args.
-                args.append(value)
         for name in self._extra_kwargs:
             kwargs[name] = self._value(name, inputs)
         return self.model(*args, **kwargs)
@@ -219,11 +228,63 @@ def _check_keywords(
         raise ValueError(f"positional-only parameter(s) cannot be bound by name: {pos_only}")
 
 
+def _wrapped_module(model: nn.Module) -> tuple[nn.Module, str] | None:
+    """The module inside a torch.compile / (Distributed)DataParallel wrapper, and a note."""
+    inner = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
+        return inner, "torch.compile wrapper (OptimizedModule): exported its ._orig_mod"
+    parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    if isinstance(model, parallel) and isinstance(model.module, nn.Module):
+        return model.module, f"{type(model).__name__} wrapper: exported its .module"
+    return None
+
+
+def unwrap_model(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The module that does the work under compile / data-parallel wrappers, and notes saying so.
+
+    The wrappers' ``forward(*args, **kwargs)`` hides the real signature, and a compiled module
+    cannot be exported again; the wrapped module shares the very same parameters.
+    """
+    notes: list[str] = []
+    while (found := _wrapped_module(model)) is not None:
+        model, note = found
+        notes.append(note)
+    return model, notes
+
+
+class PositionalInputs(nn.Module):
+    """A ``forward(*args)`` model seen through a forward with one named parameter per input.
+
+    torch.export binds ``dynamic_shapes`` by parameter name, and the report names graph inputs;
+    a variadic forward has neither, so each example input gets a name (``args_0``, ...).
+
+    Attributes:
+        model: The wrapped model.
+        input_names: The generated input names, in call order.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names: list[str] = list(names)
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        fn = _generated_function([inspect.Parameter(n, kind) for n in names])
+        fn.__qualname__ = f"{type(self).__qualname__}.forward"
+        self.forward = types.MethodType(fn, self)  # type: ignore[method-assign]
+        self.training = model.training  # mirror, without touching submodules
+
+    def _call_bound(self, inputs: Mapping[str, Any]) -> Any:
+        return self.model(*(inputs[n] for n in self.input_names))
+
+
 def bind(model: Any, /, *args: Any, **kwargs: Any) -> BoundModule:
     """Fix some forward arguments of ``model``; the others stay inputs, by name and order.
 
     Positional values bind the first positional parameters after ``self``; keywords bind by
-    name. Values must be constants: tensors (stored as buffers) or bool/int/float/str/None.
+    name. A ``torch.compile``d module or a (Distributed)DataParallel wrapper is looked through
+    to the module inside (same parameters). The model is called with keywords wherever its
+    signature allows (transformers injects keywords such as ``use_cache``). Values must be
+    constants: tensors (stored as buffers) or bool/int/float/str/None.
     Unbound parameters without a default are not checked here: they must be given as example
     inputs when exporting, which names any that are missing.
 
@@ -247,10 +308,13 @@ def bind(model: Any, /, *args: Any, **kwargs: Any) -> BoundModule:
         ['x']
     """
     module, args, kwargs = _unwrap_partial(model, args, kwargs)
+    module, notes = unwrap_model(module)
     signature = inspect.signature(module.forward)
     bound = _bind_positional(module, signature, args)
     _check_keywords(module, signature, kwargs, bound)
     bound.update(kwargs)
     for name, value in bound.items():
         _check_constant(name, value)
-    return BoundModule(module, signature, bound)
+    result = BoundModule(module, signature, bound)
+    result.unwrapped = notes
+    return result

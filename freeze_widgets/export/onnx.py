@@ -6,6 +6,7 @@ The onnx and onnxruntime imports happen inside the functions that need them.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ._common import (
     passes_positionally,
     run_export,
 )
+from .onnx_freeze import mark_freeze
 from .parity import ort_runner
 from .report import ExportReport
 
@@ -47,29 +49,39 @@ def export_onnx(
     dynamic_batch: bool = True,
     opset: int | None = None,
     exporter: OnnxExporter = "dynamo",
+    batch_axes: Mapping[str, int | None] | None = None,
     verify: bool = True,
-    atol: float = 1e-4,
-    rtol: float = 1e-3,
+    tolerance: float = 1e-4,
     verify_batches: Sequence[int] | None = None,
     timing_runs: int = 10,
     warmup: int = 2,
 ) -> ExportReport:
     """Export ``model`` to ONNX, check the file and compare onnxruntime with PyTorch.
 
-    The dynamo exporter runs first (dynamic batch axis 0 via ``dynamic_shapes``); if it fails,
-    the TorchScript exporter runs and the report records why. The model is exported in eval mode
-    and every submodule's train/eval flag is restored afterwards, also on error.
+    The dynamo exporter runs first (dynamic batch via ``dynamic_shapes``); if it fails, the
+    TorchScript exporter runs and the report records dynamo's real error and what to try. The
+    model is exported in eval mode and every submodule's train/eval flag is restored afterwards,
+    also on error. ``torch.compile`` and (Distributed)DataParallel wrappers are looked through
+    (noted in the report). The file carries the freeze: the FreezeSpec JSON in its metadata
+    (key ``freeze_widgets.spec``) and "frozen"/"trainable" in each weight's ``doc_string``.
+
+    Arguments are checked before anything is written; once the file is written nothing raises:
+    a failed check or verification is ``report.error`` and ``report.ok`` is False.
 
     Args:
         model: The model, typically a :class:`BoundModule` from :func:`bind`.
         example_inputs: A tensor, a tuple of tensors (positional) or a dict name -> tensor.
         path: Output ``.onnx`` file; its parent directory is created if missing.
-        dynamic_batch: Make axis 0 of every input (and output) dynamic.
+        dynamic_batch: Make the batch axis of every batched input (and axis 0 of outputs)
+            dynamic.
+        batch_axes: Input name -> its batch axis, or None for an input with no batch (kept
+            static-shaped, e.g. ``{"mask": None}``). Inputs not named: axis 0 is the batch when
+            its size is the example batch (the largest axis-0 size among them).
         opset: ONNX opset; None lets PyTorch choose.
         exporter: ``"dynamo"`` (with TorchScript fallback) or ``"torchscript"`` (forced).
         verify: Run onnxruntime against eager and time both.
-        atol: Absolute tolerance of the parity check.
-        rtol: Relative tolerance of the parity check.
+        tolerance: Largest accepted ``max|diff| / max|eager|`` per output (scale-relative,
+            docs/design.md trap 17); outputs too close to zero to judge fail.
         verify_batches: Batch sizes to verify at; default two sizes other than the traced one
             (1 and 5 when tracing at 2).
         timing_runs: Timed runs per latency figure (median reported).
@@ -82,12 +94,16 @@ def export_onnx(
 
     if not isinstance(model, nn.Module):
         raise TypeError(
-            f"export_onnx needs an nn.Module, got {type(model).__name__}; wrap a "
-            "functools.partial with bind(partial) first"
+            f"export_onnx: model must be a torch.nn.Module; got {type(model).__name__} "
+            "(wrap a functools.partial with bind(partial) first)"
         )
     if exporter not in _ONNX_EXPORTERS:
         raise ValueError(f"exporter must be 'dynamo' or 'torchscript', not {exporter!r}")
-    check = VerifyOptions(verify, atol, rtol, verify_batches, timing_runs, warmup)
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int)):
+        raise TypeError(f"opset must be an int or None; got {type(opset).__name__}")
+    check = VerifyOptions(
+        verify, tolerance, verify_batches, timing_runs, warmup, batch_axes=batch_axes
+    )
     converter = _OnnxConverter(exporter, opset)
     return run_export(
         model, example_inputs, path, converter, dynamic_batch=dynamic_batch, check=check
@@ -108,7 +124,7 @@ class _OnnxConverter:
         try:
             _export_dynamo(job, self.opset)
         except Exception as exc:  # any exporter failure -> documented fallback
-            reason = first_line(exc)
+            reason = dynamo_failure_reason(exc)
         else:
             return Written("onnx-dynamo")
         try:
@@ -123,10 +139,49 @@ class _OnnxConverter:
     def load(self, job: ExportJob, written: Written) -> Loaded:
         import onnx
 
+        marked = mark_freeze(job.path, job.model, job.source)
         # A path (not a loaded proto) lets the checker handle models over 2 GB.
         onnx.checker.check_model(str(job.path))
         graph_inputs, n_init, opset, file_bytes = _graph_summary(job.path)
-        return Loaded(graph_inputs, n_init, file_bytes, opset, lambda: ort_runner(job.path))
+        return Loaded(graph_inputs, n_init, file_bytes, opset, lambda: ort_runner(job.path), marked)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CLASS = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>")
+_FILE_LINE = re.compile(r'File "(?:.*/)?([^"/]+)", line (\d+)')
+_DYNAMO_HINT = (
+    "to export with dynamo: make forward traceable by torch.export (no Python branches on "
+    "tensor values; bind non-tensor arguments), or pass exporter='torchscript'"
+)
+
+
+def _failure_site(lines: list[str]) -> str:
+    """`` at file.py:N (code)`` from the "call raised this error" block, or ``""``."""
+    for i, line in enumerate(lines[:-1]):
+        if "raised this error" in line and (m := _FILE_LINE.search(lines[i + 1])):
+            code = lines[i + 2] if i + 2 < len(lines) and lines[i + 2] else ""
+            return f" at {m[1]}:{m[2]}" + (f" ({code})" if code else "")
+    return ""
+
+
+def dynamo_failure_reason(exc: BaseException) -> str:
+    """The real error behind a dynamo export failure, on one line, plus what to try.
+
+    ``torch.onnx.export`` wraps it in a generic "step 1/3" message with ANSI colour codes;
+    the cause is the line after "## Exception summary", else the innermost chained exception.
+    """
+    text = _ANSI.sub("", str(exc))
+    lines = [line.strip() for line in text.splitlines()]
+    reason = ""
+    if "## Exception summary" in lines:
+        after = lines[lines.index("## Exception summary") + 1 :]
+        reason = _CLASS.sub(r"\1", next((line for line in after if line), ""))
+    if not reason:
+        inner: BaseException = exc
+        while inner.__cause__ is not None:
+            inner = inner.__cause__
+        reason = _ANSI.sub("", first_line(inner))
+    return f"{reason}{_failure_site(lines)}; {_DYNAMO_HINT}"
 
 
 def _graph_summary(path: Path) -> tuple[list[str], int, int | None, int]:
@@ -158,13 +213,9 @@ def _param_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def _batch_axes(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Axis 0 of every non-scalar tensor input, named ``"batch"``."""
-    return {
-        name: {0: "batch"}
-        for name, v in inputs.items()
-        if isinstance(v, torch.Tensor) and v.dim() > 0
-    }
+def _batch_axes(job: ExportJob) -> dict[str, Any]:
+    """The batch axis of every batched input, named ``"batch"``."""
+    return {name: {axis: "batch"} for name, axis in job.batch_axes.items() if axis is not None}
 
 
 def _export_dynamo(job: ExportJob, opset: int | None) -> None:
@@ -173,7 +224,7 @@ def _export_dynamo(job: ExportJob, opset: int | None) -> None:
         # Strings become Dim.DYNAMIC and the ONNX axis is renamed to "batch". torch.export
         # matches this dict against the forward's parameter names, which is why BoundModule
         # generates a forward with named parameters rather than ``*args``.
-        axes = _batch_axes(job.inputs)
+        axes = _batch_axes(job)
         dynamic_shapes = {name: axes.get(name) for name in job.inputs}
     with warnings.catch_warnings():
         # Inputs sharing the batch axis make the renamer note it skips duplicates: expected.
@@ -203,7 +254,7 @@ def _export_legacy(job: ExportJob, opset: int | None) -> None:
     """The TorchScript-based ONNX exporter (``dynamo=False``)."""
     dynamic_axes: dict[str, Any] | None = None
     if job.dynamic_batch:
-        dynamic_axes = _batch_axes(job.inputs)
+        dynamic_axes = _batch_axes(job)
         dynamic_axes.update({name: {0: "batch"} for name in job.output_names})
     # Positional when the inputs are the leading parameters (the legacy exporter's usual path),
     # keywords when an optional parameter in between was left out.

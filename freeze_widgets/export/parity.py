@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,18 @@ Runner = Callable[[Mapping[str, Any]], Sequence[Any]]
 """Runs the exported model on a name -> value feed and returns its flat outputs."""
 
 
-def batch_of(inputs: Mapping[str, Any]) -> int | None:
-    """Axis-0 size of the first non-scalar tensor input, or None if there is none."""
-    for v in inputs.values():
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            return int(v.shape[0])
-    return None
+BatchAxes = Mapping[str, int | None]
+"""Input name -> the axis that is the batch, or None for an input without one."""
+
+
+def batch_of(inputs: Mapping[str, Any], axes: BatchAxes) -> int | None:
+    """The example batch: the largest batch-axis size among batched inputs, or None."""
+    sizes = [
+        int(v.shape[axis])
+        for name, v in inputs.items()
+        if isinstance(v, torch.Tensor) and (axis := axes.get(name)) is not None
+    ]
+    return max(sizes, default=None)
 
 
 def default_batches(trace_batch: int | None, dynamic_batch: bool) -> list[int]:
@@ -36,17 +43,18 @@ def default_batches(trace_batch: int | None, dynamic_batch: bool) -> list[int]:
 
 
 def resize_batch(
-    inputs: Mapping[str, Any], batch: int, generator: torch.Generator
+    inputs: Mapping[str, Any], axes: BatchAxes, batch: int, generator: torch.Generator
 ) -> dict[str, Any]:
-    """Inputs with axis 0 resized to ``batch``: rows drawn from the example (ids stay valid),
-    floats nudged so the rows differ."""
+    """Inputs with the batch axis resized to ``batch``: rows drawn from the example (ids stay
+    valid), floats nudged so the rows differ. Unbatched inputs are passed as they are."""
     out: dict[str, Any] = {}
     for name, v in inputs.items():
-        if not isinstance(v, torch.Tensor) or v.dim() == 0:
+        axis = axes.get(name)
+        if not isinstance(v, torch.Tensor) or axis is None:
             out[name] = v
             continue
-        idx = torch.randint(0, v.shape[0], (batch,), generator=generator)
-        rows = v.detach()[idx.to(v.device)].clone()
+        idx = torch.randint(0, v.shape[axis], (batch,), generator=generator)
+        rows = v.detach().index_select(axis, idx.to(v.device)).clone()
         if rows.is_floating_point():
             scale = float(v.detach().float().std()) if v.numel() > 1 else 1.0
             noise = torch.randn(rows.shape, generator=generator, dtype=torch.float32)
@@ -66,31 +74,68 @@ def flatten(output: Any) -> list[torch.Tensor]:
     return []
 
 
-def compare(
-    exported: Sequence[Any], eager: Sequence[torch.Tensor], atol: float, rtol: float
-) -> tuple[float, float, bool]:
-    """(max abs diff, max rel diff where |eager| > atol, allclose) over all outputs."""
+@dataclass(frozen=True)
+class Comparison:
+    """Exported vs eager outputs: the worst error, absolute and relative to the output's scale."""
+
+    max_abs: float
+    max_rel: float  # max |diff| / max |eager|, the worst output (docs/design.md, trap 17)
+    scale: float  # the smallest output scale, max |eager| of that output
+    ok: bool
+    too_small: bool
+
+
+_MISMATCH = Comparison(float("inf"), float("inf"), float("nan"), ok=False, too_small=False)
+
+
+def judgeable_floor(dtype: torch.dtype) -> float:
+    """Below this output scale a comparison says nothing: the values' own rounding step is
+    subnormal (float32: about 1e-31), or they are zero."""
+    if not dtype.is_floating_point:
+        return 1.0  # integer outputs: an absolute difference of 1 is already a mismatch
+    info = torch.finfo(dtype)
+    return float(info.tiny / info.eps)
+
+
+def _one_output(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float, float, bool]:
+    """(max abs diff, scale, floor, NaNs agree) of one output pair."""
+    got64, want64 = got.to(torch.float64), want.to(torch.float64)
+    both_nan = got64.isnan() & want64.isnan()
+    diff = (got64 - want64).abs().masked_fill(both_nan, 0.0)
+    finite = want64[want64.isfinite()].abs()
+    scale = float(finite.max()) if finite.numel() else 0.0
+    max_abs = float(diff.max())
+    return max_abs, scale, judgeable_floor(want.dtype), not diff.isnan().any()
+
+
+def compare(exported: Sequence[Any], eager: Sequence[torch.Tensor], tolerance: float) -> Comparison:
+    """Judge each output by ``max|diff| / max|eager|`` against ``tolerance``.
+
+    An absolute tolerance passes anything when outputs are tiny (random-weight efficientnet
+    gives about 1e-20; docs/design.md, trap 17), so the error is taken relative to each
+    output's scale; an output whose scale is below :func:`judgeable_floor` is "too small to
+    judge" and fails.
+    """
     if len(exported) != len(eager):
-        return float("inf"), float("inf"), False
-    max_abs = 0.0
-    max_rel = 0.0
-    ok = True
+        return _MISMATCH
+    max_abs = max_rel = 0.0
+    min_scale = float("inf")
+    ok, too_small = True, False
     for got_raw, want_raw in zip(exported, eager, strict=True):
         want = want_raw.detach().cpu()
         got = torch.as_tensor(got_raw).cpu()
         if got.shape != want.shape:
-            return float("inf"), float("inf"), False
+            return _MISMATCH
         if want.numel() == 0:
             continue
-        got64 = got.to(torch.float64)
-        want64 = want.to(torch.float64)
-        diff = (got64 - want64).abs()
-        max_abs = max(max_abs, float(diff.max()))
-        big = want64.abs() > atol
-        if bool(big.any()):
-            max_rel = max(max_rel, float((diff[big] / want64.abs()[big]).max()))
-        ok = ok and bool(torch.allclose(got64, want64, rtol=rtol, atol=atol, equal_nan=True))
-    return max_abs, max_rel, ok
+        abs_err, scale, floor, nan_ok = _one_output(got, want)
+        rel = abs_err / max(scale, floor) if nan_ok else float("inf")
+        max_abs, max_rel = max(max_abs, abs_err), max(max_rel, rel)
+        min_scale = min(min_scale, scale)
+        too_small = too_small or scale < floor
+        ok = ok and nan_ok and rel <= tolerance
+    min_scale = min_scale if min_scale != float("inf") else float("nan")
+    return Comparison(max_abs, max_rel, min_scale, ok and not too_small, too_small)
 
 
 def paired_median_ms(
@@ -117,20 +162,20 @@ def _parity_at(
     run: Runner,
     model: nn.Module,
     feed: Mapping[str, Any],
-    report: ExportReport,
+    tolerance: float,
     timing: tuple[int, int],
-) -> tuple[float, float, bool, float, float]:
-    """(max abs, max rel, ok, eager ms, exported ms) of one feed."""
+) -> tuple[Comparison, float, float]:
+    """(comparison, eager ms, exported ms) of one feed."""
     with torch.inference_mode():
         eager = flatten(model(**feed))
-    max_abs, max_rel, ok = compare(run(feed), eager, report.atol, report.rtol)
+    comparison = compare(run(feed), eager, tolerance)
 
     def eager_call() -> Any:
         with torch.inference_mode():
             return model(**feed)
 
     eager_ms, exported_ms = paired_median_ms(eager_call, lambda: run(feed), *timing)
-    return max_abs, max_rel, ok, eager_ms, exported_ms
+    return comparison, eager_ms, exported_ms
 
 
 def attach_parity(
@@ -138,20 +183,25 @@ def attach_parity(
     run: Runner,
     model: nn.Module,
     inputs: Mapping[str, Any],
+    axes: BatchAxes,
     batches: Sequence[int],
-    timing_runs: int,
-    warmup: int,
+    timing: tuple[int, int],
 ) -> None:
     """Compare the exported ``run`` with eager ``model`` on fresh inputs at each batch size.
 
-    Fills ``report.parity`` (with median latencies) and marks the report verified.
+    Fills ``report.parity`` (with median latencies; ``timing`` is (runs, warmup)) and marks
+    the report verified.
     """
     generator = torch.Generator().manual_seed(0)
     results = []
     for batch in batches:
-        feed = resize_batch(inputs, batch, generator) if batch_of(inputs) else dict(inputs)
-        figures = _parity_at(run, model, feed, report, (timing_runs, warmup))
-        results.append(ParityResult(batch, *figures))
+        feed = resize_batch(inputs, axes, batch, generator)
+        c, eager_ms, exported_ms = _parity_at(run, model, feed, report.tolerance, timing)
+        results.append(
+            ParityResult(
+                batch, c.max_abs, c.max_rel, c.ok, eager_ms, exported_ms, c.scale, c.too_small
+            )
+        )
     report.parity = results
     report.verified = True
 

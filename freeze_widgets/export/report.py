@@ -19,18 +19,22 @@ class ParityResult:
 
     batch: int
     max_abs: float
-    max_rel: float
+    max_rel: float  # max |diff| / max |eager|, worst output (docs/design.md, trap 17)
     ok: bool
     eager_ms: float
     exported_ms: float
+    scale: float = float("nan")  # max |eager| of the smallest output
+    too_small: bool = False  # outputs too close to zero for any comparison to mean something
 
 
 @dataclass
 class ExportReport:
     """What an export produced and how well the exported model matches PyTorch.
 
-    ``max_rel`` is measured only where ``|eager| > atol`` (elsewhere a relative error is noise);
-    ``ok`` in a parity entry is ``allclose(exported, eager, rtol, atol)``.
+    A parity entry is ok when ``max|diff| / max|eager|`` of every output is at most
+    ``tolerance``: judged against the output's scale, since an absolute tolerance passes
+    anything when outputs are tiny (docs/design.md, trap 17). ``max_abs`` is kept for reference.
+    ``error`` says why checking or verifying a written file failed (the file stays).
     """
 
     path: Path
@@ -45,10 +49,17 @@ class ExportReport:
     file_bytes: int
     export_seconds: float
     parity: list[ParityResult] = field(default_factory=list)
-    atol: float = 1e-4
-    rtol: float = 1e-3
+    tolerance: float = 1e-4
     checker_ok: bool = True
     verified: bool = False
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    freeze_marked: tuple[int, int] | None = None  # (frozen, trainable) initializers marked
+
+    @property
+    def atol(self) -> float:
+        """The parity tolerance (scale-relative); the name older callers read."""
+        return self.tolerance
 
     @property
     def bound_leaked(self) -> list[str]:
@@ -60,6 +71,7 @@ class ExportReport:
         """Checker passed, every parity check passed, no bound name is a graph input."""
         return (
             self.checker_ok
+            and self.error is None
             and self.verified
             and all(p.ok for p in self.parity)
             and not self.bound_leaked
@@ -70,6 +82,7 @@ class ExportReport:
         rows = [("file", str(self.path)), ("exporter", self.exporter)]
         if self.fallback_reason:
             rows.append(("fallback reason", self.fallback_reason))
+        rows += [("note", note) for note in self.notes]
         rows += [
             ("opset", "-" if self.opset is None else str(self.opset)),
             ("inputs", ", ".join(self.input_names) or "-"),
@@ -77,6 +90,7 @@ class ExportReport:
             ("bound", ", ".join(self.bound_names) or "-"),
             ("outputs", ", ".join(self.output_names) or "-"),
             ("initializers", str(self.initializer_count)),
+            *self._freeze_rows(),
             ("file size", format_bytes(self.file_bytes)),
             ("export time", f"{self.export_seconds:.2f} s"),
         ]
@@ -86,20 +100,33 @@ class ExportReport:
             rows.append(("verified", "no"))
         if self.bound_leaked:
             rows.append(("bound names in graph inputs", ", ".join(self.bound_leaked)))
+        if self.error:
+            rows.append(("error", self.error))
         rows.append(("status", "OK" if self.ok else "FAILED"))
         return rows
+
+    def _freeze_rows(self) -> list[tuple[str, str]]:
+        if self.freeze_marked is None:
+            return []
+        frozen, trainable = self.freeze_marked
+        return [("freeze in graph", f"{frozen} frozen, {trainable} trainable initializers")]
 
     def _parity_rows(self, p: ParityResult) -> list[tuple[str, str]]:
         """The parity verdict and the latency comparison at one batch size."""
         runtime = "onnxruntime" if self.exporter.startswith("onnx") else "torchscript"
-        verdict = "ok" if p.ok else "MISMATCH"
         ratio = p.exported_ms / p.eager_ms if p.eager_ms > 0 else float("nan")
+        if p.too_small:
+            verdict = (
+                f"TOO SMALL TO JUDGE: outputs at most {p.scale:.1e} in size "
+                f"(max abs {p.max_abs:.2e}); check with trained weights or real inputs"
+            )
+        else:
+            verdict = (
+                f"{'ok' if p.ok else 'MISMATCH'}: max rel {p.max_rel:.2e} of output scale "
+                f"(tolerance {self.tolerance:g}), max abs {p.max_abs:.2e}"
+            )
         return [
-            (
-                f"parity @ batch {p.batch}",
-                f"{verdict}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e} "
-                f"(atol {self.atol:g}, rtol {self.rtol:g})",
-            ),
+            (f"parity @ batch {p.batch}", verdict),
             (
                 f"latency @ batch {p.batch}",
                 f"eager {p.eager_ms:.2f} ms, {runtime} {p.exported_ms:.2f} ms ({ratio:.2f}x)",

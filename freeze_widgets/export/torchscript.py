@@ -20,7 +20,7 @@ from ._common import (
     passes_positionally,
     run_export,
 )
-from .binding import BoundModule
+from .binding import BoundModule, PositionalInputs
 from .parity import Runner, flatten
 from .report import ExportReport
 
@@ -42,9 +42,9 @@ def export_torchscript(
     preserved_attrs: Sequence[str] | None = None,
     optimize: bool = False,
     method: TorchScriptMethod = "script",
+    batch_axes: Mapping[str, int | None] | None = None,
     verify: bool = True,
-    atol: float = 1e-4,
-    rtol: float = 1e-3,
+    tolerance: float = 1e-4,
     verify_batches: Sequence[int] | None = None,
     timing_runs: int = 10,
     warmup: int = 3,
@@ -65,8 +65,9 @@ def export_torchscript(
         optimize: Also run ``torch.jit.optimize_for_inference`` (implies freezing).
         method: ``"script"`` (with trace fallback) or ``"trace"``.
         verify: Compare the reloaded module with eager at other batch sizes and time both.
-        atol: Absolute tolerance of the parity check.
-        rtol: Relative tolerance of the parity check.
+        batch_axes: Input name -> batch axis, or None for an input without one (as in
+            :func:`~freeze_widgets.export.export_onnx`).
+        tolerance: Largest accepted ``max|diff| / max|eager|`` per output (scale-relative).
         verify_batches: Batch sizes to verify at (default: two sizes other than traced).
         timing_runs: Timed runs per latency figure (median reported).
         warmup: Untimed runs first; TorchScript's profiling executor needs a few.
@@ -76,10 +77,14 @@ def export_torchscript(
         ``"torchscript-trace"``.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"export_torchscript needs an nn.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"export_torchscript: model must be a torch.nn.Module; got {type(model).__name__}"
+        )
     if method not in _METHODS:
         raise ValueError(f"method must be 'script' or 'trace', not {method!r}")
-    check = VerifyOptions(verify, atol, rtol, verify_batches, timing_runs, warmup)
+    check = VerifyOptions(
+        verify, tolerance, verify_batches, timing_runs, warmup, batch_axes=batch_axes
+    )
     preserved = list(preserved_attrs) if preserved_attrs else None
     converter = _TorchScriptConverter(method, freeze or optimize, preserved, optimize)
     return run_export(model, example_inputs, path, converter, dynamic_batch=True, check=check)
@@ -104,7 +109,7 @@ class _TorchScriptConverter:
         return written
 
     def _script_or_trace(self, job: ExportJob) -> tuple[torch.jit.ScriptModule, Written]:
-        if self.method == "script" and isinstance(job.model, BoundModule):
+        if self.method == "script" and isinstance(job.model, BoundModule | PositionalInputs):
             return _trace(job), Written("torchscript-trace", _BOUND_REASON)
         if self.method == "script":
             try:
