@@ -110,7 +110,7 @@ def initial_modes(params: list[inspect.Parameter]) -> dict[str, str]:
 
 def positional_parameter(index: int) -> inspect.Parameter:
     """The stand-in parameter of a ``*args`` forward's ``index``-th tensor."""
-    return inspect.Parameter(f"input_{index}", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return inspect.Parameter(f"input_{index}", inspect.Parameter.POSITIONAL_ONLY)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -178,7 +178,7 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         """What is exported: the unwrapped model, with bound arguments fixed.
 
         DataParallel / DDP / ``torch.compile`` wrappers are unwrapped (same parameters). A
-        ``*args`` forward gets named stand-ins ``input_0``, ``input_1``, ... passed positionally.
+        ``*args`` forward gets positional-only stand-ins ``input_0``, ``input_1``, ... (passed in order).
         Arguments after the last input or non-default bound value are left out of the call, so
         they keep their defaults: transformers' decorators inject ``use_cache`` by keyword and
         a positional value for it would collide (docs/design.md, trap 16).
@@ -333,7 +333,8 @@ def _explain(label: str, value: str, runtime: str) -> str:
 def report_html(report: ExportReport) -> str:
     """The report as a table, with a ``data-parity`` marker for scripts and browser tests."""
     parity = "ok" if report.ok else "fail"
-    worst = max((p.max_abs for p in report.parity), default=float("nan"))
+    worst = max((p.max_rel for p in report.parity), default=float("nan"))
+    worst_abs = max((p.max_abs for p in report.parity), default=float("nan"))
     colour = "var(--jp-success-color1,#2e7d32)" if report.ok else "var(--jp-error-color1,#c62828)"
     runtime = "onnxruntime" if report.exporter.startswith("onnx") else "TorchScript"
     body = "".join(
@@ -343,7 +344,8 @@ def report_html(report: ExportReport) -> str:
     )
     return (
         f'<div><span data-parity="{parity}" style="color:{colour};font-weight:600">'
-        f"{'parity OK' if report.ok else 'parity FAILED'}: max abs difference {worst:.2e} "
-        f"(tolerance {report.atol:g})</span>"
-        f'<table style="font-variant-numeric:tabular-nums">{body}</table></div>'
+        f"{'parity OK' if report.ok else 'parity FAILED'}: max relative difference {worst:.2e} "
+        f"of the output's scale (tolerance {report.tolerance:g}), max abs {worst_abs:.2e}</span>"
+        + (f"<div>{html.escape(report.error)}</div>" if report.error else "")
+        + f'<table style="font-variant-numeric:tabular-nums">{body}</table></div>'
     )
