@@ -178,7 +178,7 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         """What is exported: the unwrapped model, with bound arguments fixed.
 
         DataParallel / DDP / ``torch.compile`` wrappers are unwrapped (same parameters). A
-        ``*args`` forward gets positional-only stand-ins ``input_0``, ``input_1``, ... (passed in order).
+        ``*args`` forward gets positional-only stand-ins ``input_0``, ``input_1``, ...
         Arguments after the last input or non-default bound value are left out of the call, so
         they keep their defaults: transformers' decorators inject ``use_cache`` by keyword and
         a positional value for it would collide (docs/design.md, trap 16).
