@@ -11,6 +11,8 @@ PYTHON=${PYTHON:-python3}
 VENV=${FREEZE_WIDGETS_VENV:-.venv}
 
 setup() {
+  # FREEZE_WIDGETS_SKIP_SETUP=1 uses the venv as it is (the tests run this script that way).
+  if [ "${FREEZE_WIDGETS_SKIP_SETUP:-}" = "1" ] && [ -x "$VENV/bin/python" ]; then return 0; fi
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
   fi
@@ -48,7 +50,7 @@ case "$cmd" in
         exec "$VENV/bin/python" -m jupyterlab "$@" ;;
       *)
         exec "$VENV/bin/python" -m jupyterlab \
-          --ServerApp.default_url=/lab/tree/notebooks/00_quickstart.ipynb "$@" ;;
+          --LabApp.default_url=/lab/tree/notebooks/00_quickstart.ipynb "$@" ;;
     esac
     ;;
   test)
