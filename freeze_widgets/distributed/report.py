@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..training import FineTuneReport, UnfreezeEvent, VerificationRow
-from ..training.report import TrainingCurves
+from ..training.report import TrainingCurves, VerificationStatus
 from .rankcheck import RankCheck
 
 __all__ = ["DistributedFineTuneReport", "RankVerdict", "merge_ranks"]
 
-RANKS_DIFFER = "RANKS DIFFER"
+RANKS_DIFFER: VerificationStatus = "RANKS DIFFER"
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ def _row(
     rows = [rows_of[name] for rows_of in by_rank if name in rows_of]
     _, kind, frozen, changed0, delta0, note = rows[0]
     moved_on = [c.rank for c, r in zip(checks, by_rank, strict=True) if name in r and r[name][3]]
+    status: VerificationStatus
     if frozen:
         status = "ok"
         if moved_on:

@@ -7,6 +7,7 @@ Pure data and text: nothing here touches a model. :class:`FineTuneReport` is wha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..findings import Finding
 
@@ -44,6 +45,10 @@ class UnfreezeEvent:
     tensors: int
 
 
+VerificationStatus = Literal["ok", "MOVED", "no gradient path", "updated", "RANKS DIFFER"]
+"""A verification row's verdict ("RANKS DIFFER": trainable tensors unequal across processes)."""
+
+
 @dataclass(frozen=True)
 class VerificationRow:
     """One parameter or BatchNorm buffer compared bitwise with its pre-training snapshot.
@@ -58,7 +63,7 @@ class VerificationRow:
     was_frozen: bool
     changed: bool
     max_abs_change: float
-    status: str
+    status: VerificationStatus
     note: str = ""
 
 

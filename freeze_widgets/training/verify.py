@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from ..snapshot import TensorCheck, TensorSnapshot
-from .report import VerificationRow
+from .report import VerificationRow, VerificationStatus
 
 __all__ = ["Snapshot", "snapshot", "verify"]
 
@@ -61,6 +61,7 @@ def _parameter_row(
 ) -> VerificationRow:
     epoch = _unfrozen_epoch(unfrozen_at, check.path) if check.frozen else None
     kept_frozen = check.frozen and epoch is None
+    status: VerificationStatus
     if kept_frozen:
         status = "MOVED" if check.moved else "ok"
     elif check.moved or steps == 0:
@@ -75,7 +76,7 @@ def _parameter_row(
 
 def _buffer_row(check: TensorCheck, unfrozen_at: Mapping[str, int]) -> VerificationRow:
     kept_frozen = check.frozen and _unfrozen_epoch(unfrozen_at, check.path) is None
-    status = "ok"
+    status: VerificationStatus = "ok"
     if kept_frozen and check.moved:
         # Under the "train" policy running statistics of a frozen BN are meant to update.
         status = "updated" if check.bn_policy == "train" else "MOVED"
