@@ -91,9 +91,12 @@ class CostEstimate:
         """One line, e.g. "training memory about 1.21 GB, 3.4x less than unfrozen"."""
         line = f"training memory about {_human(self.total_bytes)}"
         if self.unfrozen is not None and self.total_bytes > 0:
+            saved = self.unfrozen.total_bytes - self.total_bytes
             ratio = self.unfrozen.total_bytes / self.total_bytes
-            if ratio > 1.005:
+            if ratio >= 1.1:  # a factor reads well from 1.1x on; below it, say what is saved
                 line += f", {ratio:.1f}x less than unfrozen"
+            elif saved > 0:
+                line += f", {_human(saved)} less than unfrozen"
             else:
                 line += ", the same as unfrozen"
         return line

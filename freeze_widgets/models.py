@@ -26,6 +26,10 @@ _DOWNLOAD_TIMEOUT_S = 20.0
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")
 
 
+# How to get the real weights, on a model that fell back to random ones (the explorer shows it).
+WEIGHTS_HINT_ATTR = "_freeze_widgets_weights_hint"
+
+
 class PretrainedWeightsUnavailable(UserWarning):
     """Pretrained weights could not be loaded; the model has random weights."""
 
@@ -113,10 +117,14 @@ def _load_torchvision(
     if state is not None:
         model.load_state_dict(state)
         return model, f"pretrained {weights}"
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    hint = (
+        f"Put {weights.url.rsplit('/', 1)[-1]} in {folder.replace(os.path.expanduser('~'), '~', 1)}"
+    )
+    setattr(model, WEIGHTS_HINT_ATTR, f"{hint} and load again (see load_model).")
     warnings.warn(
         f"{name}: pretrained weights unavailable ({why}); using RANDOM weights. "
-        f"Place {weights.url.rsplit('/', 1)[-1]} in "
-        f"{os.path.join(torch.hub.get_dir(), 'checkpoints')} to use them offline.",
+        f"Place {weights.url.rsplit('/', 1)[-1]} in {folder} to use them offline.",
         PretrainedWeightsUnavailable,
         stacklevel=3,
     )

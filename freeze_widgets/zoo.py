@@ -94,8 +94,9 @@ def load_timm(name: str, *, pretrained: bool, device: torch.device) -> tuple[nn.
     try:
         model, source = _timm_pretrained(timm, name)
     except WeightsUnavailable as why:
-        _warn_random(f"timm:{name}", str(why), "timm.create_model(..., pretrained=True) once")
-        return timm.create_model(name, pretrained=False), f"random: {why}"
+        how = f"run timm.create_model({name!r}, pretrained=True) once online (it fills the cache)"
+        _warn_random(f"timm:{name}", str(why), how)
+        return _with_hint(timm.create_model(name, pretrained=False), how), _random_source(why)
     return model, source
 
 
@@ -153,8 +154,9 @@ def load_hf(
     try:
         model = _hf_pretrained(auto, ref)
     except WeightsUnavailable as why:
-        _warn_random(f"hf:{ref}", str(why), "model.save_pretrained(folder), then hf:<folder>")
-        return auto.from_config(config), f"random: {why}"
+        how = "save the model with model.save_pretrained(folder), then load hf:<folder>"
+        _warn_random(f"hf:{ref}", str(why), how)
+        return _with_hint(auto.from_config(config), how), _random_source(why)
     return model, f"pretrained {ref}"
 
 
@@ -181,6 +183,19 @@ def _hf_pretrained(auto: Any, ref: str) -> nn.Module:
             model: nn.Module = auto.from_pretrained(str(local) if local.is_dir() else ref)
     except Exception as exc:  # missing cache entries and network errors
         raise WeightsUnavailable(_short_reason(exc)) from exc
+    return model
+
+
+def _random_source(why: WeightsUnavailable) -> str:
+    """The weights_source text of a model that fell back to random weights."""
+    return f"random: pretrained weights unavailable ({why})"
+
+
+def _with_hint(model: nn.Module, how: str) -> nn.Module:
+    """Record how to get the real weights, for the explorer's header."""
+    from .models import WEIGHTS_HINT_ATTR
+
+    setattr(model, WEIGHTS_HINT_ATTR, f"To use them: {how}.")
     return model
 
 

@@ -169,3 +169,18 @@ def test_in_place_ops_and_views_add_no_transient_bytes() -> None:
     # ReLU writes into Linear 1's output and Flatten returns a view of it: one 5*8 map, then
     # the logits (5*3) beside it.
     assert est.forward_peak_bytes == 4 * (40 + 15)
+
+
+def test_summary_says_a_factor_only_when_it_reads_well() -> None:
+    """1.0x would read as "no saving": small savings are said in bytes instead."""
+    from freeze_widgets.cost import CostEstimate
+
+    def estimate(total: int, unfrozen: int) -> CostEstimate:
+        def one(n: int) -> CostEstimate:
+            return CostEstimate(n, 0, 0, 0, 1.0)
+
+        return CostEstimate(total, 0, 0, 0, 1.0, unfrozen=one(unfrozen))
+
+    assert estimate(1_000_000, 3_400_000).summary().endswith(", 3.4x less than unfrozen")
+    assert estimate(177_050_000, 177_090_000).summary().endswith(", 40.00 kB less than unfrozen")
+    assert estimate(1_000_000, 1_000_000).summary().endswith(", the same as unfrozen")

@@ -57,7 +57,7 @@ def test_random_weights_notice_is_plain_and_says_where_the_file_goes(
     ex = FreezeExplorer(resnet18, model_name="resnet18")
     note = html.unescape(re.search(r'class="fw-note"[^>]*>([^<]*)<', ex.header.value)[1])
     assert (
-        "Random weights: the pretrained file could not be downloaded. "
+        "Random weights: the pretrained file could not be loaded. "
         "Put resnet18-f37072fd.pth in" in note
     )
     assert "checkpoints (see load_model)" in note
@@ -65,6 +65,17 @@ def test_random_weights_notice_is_plain_and_says_where_the_file_goes(
     assert "URLError" in html.unescape(ex.header.value)
     unnamed = FreezeExplorer(resnet18)
     assert "see load_model" in html.unescape(unnamed.header.value)
+
+
+def test_random_weights_notice_from_load_model_names_the_file_without_a_model_name() -> None:
+    from freeze_widgets import PretrainedWeightsUnavailable, load_model
+
+    with pytest.warns(PretrainedWeightsUnavailable):
+        model = load_model("resnet18")  # offline in the tests: random weights
+    ex = FreezeExplorer(model)  # no model_name: the hint travels with the model
+    note = html.unescape(re.search(r'class="fw-note"[^>]*>([^<]*)<', ex.header.value)[1])
+    assert "Put resnet18-f37072fd.pth in" in note and "checkpoints" in note
+    ex.close()
 
 
 @pytest.mark.parametrize("bn", ["eval", "frozen"])

@@ -57,7 +57,8 @@ def test_timm_without_weights_warns_and_is_random(hub_cache: Path) -> None:
 
     with pytest.warns(PretrainedWeightsUnavailable, match="RANDOM weights"):
         model, source = load_timm("resnet18", pretrained=True, device=CPU)
-    assert source.startswith("random: offline")
+    assert source.startswith("random: pretrained weights unavailable (offline")
+    assert "timm.create_model" in model._freeze_widgets_weights_hint
     reference = timm.create_model("resnet18", pretrained=False)
     assert sum(p.numel() for p in model.parameters()) == sum(
         p.numel() for p in reference.parameters()
@@ -101,7 +102,8 @@ def test_hf_config_only_is_random_with_a_warning_and_task_picks_the_class(tmp_pa
     with pytest.warns(PretrainedWeightsUnavailable, match="only a config"):
         model, source = load_hf(str(tmp_path), task="masked-lm", pretrained=True, device=CPU)
     assert type(model) is transformers.BertForMaskedLM
-    assert source.startswith("random: no weights file")
+    assert source.startswith("random: pretrained weights unavailable (no weights file")
+    assert "save_pretrained" in model._freeze_widgets_weights_hint
 
 
 def test_hf_meta_device_builds_structure_only(tmp_path: Path) -> None:

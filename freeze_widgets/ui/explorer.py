@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..cost import CostEstimate, estimate_cost
-from ..models import load_model, weights_source
+from ..models import WEIGHTS_HINT_ATTR, load_model, weights_source
 from ..spec import FreezeSpec
 from ..tree import ModuleTree, Node, NodeState, ParamCounts
 from .background import BusyState
@@ -98,7 +98,9 @@ class FreezeExplorer(widgets.VBox):
         self._busy = BusyState()
         self._busy_note = ""
         source = weights_source(model)
-        self.header = Header(title or type(model).__name__, weights_notice(source, model_name))
+        hint = getattr(model, WEIGHTS_HINT_ATTR, None)
+        notice = weights_notice(source, model_name, hint)
+        self.header = Header(title or type(model).__name__, notice)
         self.header.note_detail = source
         self.toolbar = Toolbar(spec_path=spec_path)
         self.tree_view = TreeWidget()

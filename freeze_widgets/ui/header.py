@@ -32,16 +32,15 @@ def _checkpoint_hint(model_name: str | None) -> str:
     return "Put the weights file in the local cache and load again (see load_model)"
 
 
-def weights_notice(source: str, model_name: str | None = None) -> str:
+def weights_notice(source: str, model_name: str | None = None, hint: str | None = None) -> str:
     """One plain line about where the weights came from, or "" when nothing needs saying.
 
     ``source`` is :func:`~freeze_widgets.models.weights_source`; its raw reason (for example a
     ``URLError``) stays out of the line, which says what happened and how to fix it.
     """
     if source.startswith(_RANDOM):
-        return "Random weights: the pretrained file could not be downloaded. " + _checkpoint_hint(
-            model_name
-        )
+        how = hint or _checkpoint_hint(model_name)
+        return "Random weights: the pretrained file could not be loaded. " + how
     if source.startswith("random"):
         return "Random weights (pretrained=False)."
     if source.startswith("none"):
