@@ -21,6 +21,8 @@ from freeze_widgets.export.onnx_freeze import SPEC_KEY, mark_freeze
 from freeze_widgets.export.parity import compare
 from freeze_widgets.spec import FreezeSpec
 
+from .test_export import MaskedLinear
+
 torch.manual_seed(0)
 FAST: dict[str, Any] = {"timing_runs": 1, "warmup": 0}
 
@@ -47,15 +49,6 @@ class Injected(nn.Module):
     ) -> torch.Tensor:
         y = self.fc(x if mask is None else x * mask)
         return y if flag else -y
-
-
-class MaskedLinear(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.fc(x * mask)
 
 
 class AddMask(nn.Module):

@@ -18,7 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from .._helpers import require_module
-from ..bn import FrozenBatchNorm
+from ..bn import bn_state
 from ..findings import Finding
 
 __all__ = ["STRATEGIES", "Strategy", "check_distributed"]
@@ -207,13 +207,6 @@ def _fsdp1_mixed_units(model: nn.Module) -> list[Finding]:
 # --------------------------------------------------------------------------- (c) SyncBatchNorm
 
 
-def _bn_policy(module: nn.Module) -> str:
-    """A BatchNorm's policy: "frozen", "eval" (``train`` pinned on the instance) or "train"."""
-    if isinstance(module, FrozenBatchNorm):
-        return "frozen"
-    return "eval" if "train" in module.__dict__ else "train"
-
-
 def _is_frozen_bn(module: nn.Module) -> bool:
     params = list(module.parameters())
     return bool(params) and not any(p.requires_grad for p in params)
@@ -226,7 +219,7 @@ def _syncbn_findings(model: nn.Module, *, convert: bool) -> list[Finding]:
         "converting: FreezeSpec.from_model(model).apply(converted)."
     )
     for path, mod in model.named_modules():
-        if isinstance(mod, nn.SyncBatchNorm) and _is_frozen_bn(mod) and _bn_policy(mod) == "train":
+        if isinstance(mod, nn.SyncBatchNorm) and _is_frozen_bn(mod) and bn_state(mod) == "train":
             findings.append(
                 Finding(
                     "syncbn_unfreezes",
@@ -242,17 +235,17 @@ def _syncbn_findings(model: nn.Module, *, convert: bool) -> list[Finding]:
     # Convert a copy and compare: whatever convert_sync_batchnorm does, this sees its effect.
     converted = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
     for path, mod in model.named_modules():
-        if not (isinstance(mod, _BatchNorm) and _is_frozen_bn(mod) and _bn_policy(mod) != "train"):
+        if not (isinstance(mod, _BatchNorm) and _is_frozen_bn(mod) and bn_state(mod) != "train"):
             continue
         if isinstance(mod, nn.SyncBatchNorm):
             continue
-        if _bn_policy(converted.get_submodule(path)) == "train":
+        if bn_state(converted.get_submodule(path)) == "train":
             findings.append(
                 Finding(
                     "syncbn_unfreezes",
                     path,
                     f"SyncBatchNorm.convert_sync_batchnorm replaces the frozen {path} by a new "
-                    f"layer that drops its {_bn_policy(mod)!r} policy: its running statistics "
+                    f"layer that drops its {bn_state(mod)!r} policy: its running statistics "
                     "would update again.",
                     fix,
                 )

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..bn import FrozenBatchNorm
+from ..bn import bn_state, iter_batchnorms
+from ..snapshot import max_abs_diff
 from ..training.report import TrainingCurves
 
 __all__ = ["RankCheck", "Snapshot", "compare", "digest", "snapshot"]
@@ -61,12 +61,6 @@ class RankCheck(TrainingCurves):
     gather_seconds: float = 0.0
 
 
-def _bn_policy(module: nn.Module) -> str:
-    if isinstance(module, FrozenBatchNorm):
-        return "frozen"
-    return "eval" if "train" in module.__dict__ else "train"
-
-
 def snapshot(model: nn.Module, pending: dict[str, int]) -> Snapshot:
     """CPU copies of every parameter and BatchNorm buffer, before the model is wrapped."""
     tensors: dict[str, torch.Tensor] = {}
@@ -77,16 +71,14 @@ def snapshot(model: nn.Module, pending: dict[str, int]) -> Snapshot:
             frozen.add(name)
     bn_buffers: dict[str, str | None] = {}
     bn_pending: dict[str, int] = {}
-    for path, mod in model.named_modules():
-        if not isinstance(mod, (_BatchNorm, FrozenBatchNorm)):
-            continue
+    for path, mod in iter_batchnorms(model):
         names = [f"{path}.{n}" if path else n for n, _ in mod.named_parameters()]
         is_frozen = bool(names) and all(n in frozen or n in pending for n in names)
         due = [pending[n] for n in names if n in pending]
         for bname, buf in mod.named_buffers(prefix=path, recurse=False):
             if buf is not None:
                 tensors[bname] = buf.detach().to("cpu", copy=True)
-                bn_buffers[bname] = _bn_policy(mod) if is_frozen else None
+                bn_buffers[bname] = bn_state(mod) if is_frozen else None
                 if due:  # statistics frozen until the layer's unfreeze epoch
                     bn_pending[bname] = min(due)
     return Snapshot(tensors, frozen, dict(pending), bn_buffers, bn_pending)
@@ -101,24 +93,15 @@ def digest(t: torch.Tensor) -> str:
     return h.hexdigest()[:32]
 
 
-def _max_change(before: torch.Tensor, after: torch.Tensor) -> tuple[bool, float]:
-    if before.shape != after.shape:
-        return True, float("inf")
-    if torch.equal(before, after):
-        return False, 0.0
-    if not before.is_floating_point():  # num_batches_tracked: exact in double
-        before, after = before.double(), after.double()
-    delta = (after - before).abs()
-    return True, float(delta.max()) if delta.numel() else 0.0
-
-
 def compare(snap: Snapshot, final: dict[str, torch.Tensor], check: RankCheck) -> None:
     """Fill ``check.rows`` and ``check.digests`` from the final full state of this rank."""
     for name, before in snap.tensors.items():
         after = final.get(name)
         if after is None:
             continue
-        changed, delta = _max_change(before, after.detach().to("cpu"))
+        after = after.detach().to("cpu")
+        changed = not torch.equal(before, after)
+        delta = max_abs_diff(before, after) if changed else 0.0
         if name in snap.bn_buffers:
             policy = snap.bn_buffers[name]
             if snap.bn_pending.get(name, check.epochs + 1) <= check.epochs:

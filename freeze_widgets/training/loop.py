@@ -288,12 +288,12 @@ def _train_and_verify(run: _Run, modes: dict[nn.Module, bool]) -> FineTuneReport
     try:
         _train(run)
     except NonFiniteLossError as exc:
-        report.verification = verify(model, snap, _unfrozen_at(report), report.steps)
+        report.verification = verify(snap, _unfrozen_at(report), report.steps)
         exc.report = report
         raise
     finally:
         restore_modes_by_policy(modes, model)
-    report.verification = verify(model, snap, _unfrozen_at(report), report.steps)
+    report.verification = verify(snap, _unfrozen_at(report), report.steps)
     report.optimizer_findings = audit_optimizer(model, run.optimizer)
     return report
 

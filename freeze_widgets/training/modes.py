@@ -6,10 +6,9 @@ import contextlib
 from collections.abc import Iterator
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._helpers import module_modes
-from ..bn import FrozenBatchNorm, bn_state
+from ..bn import bn_state, is_batchnorm
 
 __all__ = ["modes_restored", "restore_modes_by_policy"]
 
@@ -29,7 +28,7 @@ def restore_modes_by_policy(modes: dict[nn.Module, bool], model: nn.Module) -> N
     for path, mod in model.named_modules():
         parent = restored.get(path.rpartition(".")[0], modes.get(model, True))
         mode = modes.get(mod, parent)
-        if isinstance(mod, (_BatchNorm, FrozenBatchNorm)):
+        if is_batchnorm(mod):
             # A policy decides: frozen ones stay in eval, released ones (gradual unfreezing)
             # follow their parent instead of the eval mode they had while frozen.
             mode = parent if bn_state(mod) == "train" else False

@@ -67,7 +67,7 @@ def _sample_batch(loader: DataLoader[Any]) -> Any:
 
 
 def _forward_once(model: nn.Module, batch: Any, num_classes: int | None) -> None:
-    x, y = split_batch(batch)
+    x, _ = split_batch(batch)
     device = next(iter(model.parameters())).device
     try:
         with preserved_modes(model, eval_inside=True), torch.no_grad():
@@ -91,4 +91,3 @@ def _forward_once(model: nn.Module, batch: Any, num_classes: int | None) -> None
             "replaceable nn.Linear head was found: give the model a final nn.Linear or pass "
             f"num_classes={out.shape[1]}"
         )
-    del y

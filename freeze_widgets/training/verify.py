@@ -14,10 +14,7 @@ from torch import nn
 from ..snapshot import TensorCheck, TensorSnapshot
 from .report import VerificationRow, VerificationStatus
 
-__all__ = ["Snapshot", "snapshot", "verify"]
-
-
-Snapshot = TensorSnapshot
+__all__ = ["snapshot", "verify"]
 
 
 def snapshot(model: nn.Module) -> TensorSnapshot:
@@ -30,18 +27,17 @@ def snapshot(model: nn.Module) -> TensorSnapshot:
 
 
 def verify(
-    model: nn.Module, snap: TensorSnapshot, unfrozen_at: Mapping[str, int], steps: int
+    snap: TensorSnapshot, unfrozen_at: Mapping[str, int], steps: int
 ) -> list[VerificationRow]:
     """One row per snapshotted tensor, parameters first.
 
     Args:
-        model: The trained model (the snapshot holds references to its tensors).
-        snap: Its :func:`snapshot` from before training.
+        snap: The model's :func:`snapshot` from before training (it holds references to the
+            model's tensors, so it compares their values now).
         unfrozen_at: Group name -> 1-based epoch it was unfrozen at by the schedule; those
             tensors were allowed to change.
         steps: Optimizer steps taken (with none, an unchanged trainable tensor is fine).
     """
-    del model  # compared through the snapshot's references; kept for the call's readability
     checks = snap.compare()
     params = [_parameter_row(c, unfrozen_at, steps) for c in checks if c.kind == "param"]
     buffers = [_buffer_row(c, unfrozen_at) for c in checks if c.kind == "buffer"]
