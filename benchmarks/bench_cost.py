@@ -111,8 +111,8 @@ def child(name: str, frozen: list[str]) -> dict[str, float]:
     import psutil
     import torch
 
-    from freeze_widgets.cost import estimate_cost
-    from freeze_widgets.freezing import freeze
+    from freeze_widgets.cost.estimate import estimate_cost
+    from freeze_widgets.freezing.targets import freeze
 
     torch.set_num_threads(1)
     proc = psutil.Process()

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from freeze_widgets.freezing import freeze, unfreeze
-from freeze_widgets.training import finetune, synthetic_dataset
+from freeze_widgets import finetune, synthetic_dataset
+from freeze_widgets.freezing.targets import freeze, unfreeze
 
 IMAGE = 64
 BATCH = 32

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from .audit import audit_optimizer
-from .bn import FrozenBatchNorm
-from .change import FreezeChange
-from .cost import CostEstimate, CostModel, estimate_cost
-from .distributed import DistributedRunError, check_distributed, finetune_distributed
-from .export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
-from .findings import Finding
-from .freezing import freeze, freeze_through, freeze_to, unfreeze
-from .guard import FreezeGuard, FrozenWeightMoved
-from .models import PretrainedWeightsUnavailable, load_model, weights_source
-from .netron import stop_netron
-from .spec import FreezeSpec
-from .training import FineTuneReport, NonFiniteLossError, finetune, synthetic_dataset
-from .tree import ModuleTree, Node, ParamCounts, count_parameters
+from freeze_widgets.checks.audit import audit_optimizer
+from freeze_widgets.checks.findings import Finding
+from freeze_widgets.cost.estimate import CostEstimate, CostModel, estimate_cost
+from freeze_widgets.data.synthetic import synthetic_dataset
+from freeze_widgets.distributed import DistributedRunError, check_distributed, finetune_distributed
+from freeze_widgets.export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
+from freeze_widgets.freezing.bn import FrozenBatchNorm
+from freeze_widgets.freezing.change import FreezeChange
+from freeze_widgets.freezing.spec import FreezeSpec
+from freeze_widgets.freezing.targets import freeze, freeze_through, freeze_to, unfreeze
+from freeze_widgets.graph.netron import stop_netron
+from freeze_widgets.models.vision import load_model
+from freeze_widgets.models.weights import PretrainedWeightsUnavailable, weights_source
+from freeze_widgets.run import finetune
+from freeze_widgets.training import FineTuneReport, NonFiniteLossError
+from freeze_widgets.tree import ModuleTree, Node, ParamCounts, count_parameters
+from freeze_widgets.verify.guard import FreezeGuard, FrozenWeightMoved
 
 __version__ = "0.1.0"
 

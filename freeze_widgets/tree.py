@@ -15,10 +15,11 @@ from typing import Literal
 
 from torch import nn
 
-from ._helpers import check_bn_policy, require_module, unknown_name_error
-from .bn import is_batchnorm, set_bn_policy
-from .change import FreezeChange
-from .freezing import apply_freeze, freeze_through
+from freeze_widgets.base.checks import check_bn_policy, require_module
+from freeze_widgets.base.wording import unknown_name_error
+from freeze_widgets.freezing.bn import is_batchnorm, set_bn_policy
+from freeze_widgets.freezing.change import FreezeChange
+from freeze_widgets.freezing.targets import apply_freeze, freeze_through
 
 __all__ = ["ModuleTree", "Node", "NodeKind", "NodeState", "ParamCounts", "count_parameters"]
 
@@ -302,7 +303,7 @@ class ModuleTree:
     def freeze_through(self, path: str, *, bn: str = "eval") -> list[Node]:
         """Freeze everything up to and including the row ``path``; the rest trains.
 
-        The model changes through the core :func:`~freeze_widgets.freezing.freeze_through`;
+        The model changes through the core :func:`~freeze_widgets.freezing.targets.freeze_through`;
         only the nodes holding a flipped parameter (or a swapped module) are updated.
 
         Returns:

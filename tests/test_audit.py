@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from freeze_widgets.audit import audit_optimizer
-from freeze_widgets.freezing import freeze, unfreeze
+from freeze_widgets.checks.audit import audit_optimizer
+from freeze_widgets.freezing.targets import freeze, unfreeze
 
 from .conftest import make_seq_bn
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from freeze_widgets.netron import open_view, running_servers
+from freeze_widgets.graph.netron import open_view, running_servers
 
 from .browser_harness import launch_chromium, netron_node_count
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from freeze_widgets.cost import CostModel, estimate_cost
-from freeze_widgets.freezing import freeze
+from freeze_widgets.cost.estimate import CostModel, estimate_cost
+from freeze_widgets.freezing.targets import freeze
 
 from .conftest import Nested
 
@@ -173,7 +173,7 @@ def test_in_place_ops_and_views_add_no_transient_bytes() -> None:
 
 def test_summary_says_a_factor_only_when_it_reads_well() -> None:
     """1.0x would read as "no saving": small savings are said in bytes instead."""
-    from freeze_widgets.cost import CostEstimate
+    from freeze_widgets.cost.estimate import CostEstimate
 
     def estimate(total: int, unfrozen: int) -> CostEstimate:
         def one(n: int) -> CostEstimate:
@@ -182,5 +182,5 @@ def test_summary_says_a_factor_only_when_it_reads_well() -> None:
         return CostEstimate(total, 0, 0, 0, 1.0, unfrozen=one(unfrozen))
 
     assert estimate(1_000_000, 3_400_000).summary().endswith(", 3.4x less than unfrozen")
-    assert estimate(177_050_000, 177_090_000).summary().endswith(", 40.00 kB less than unfrozen")
+    assert estimate(177_050_000, 177_090_000).summary().endswith(", 39.1 KiB less than unfrozen")
     assert estimate(1_000_000, 1_000_000).summary().endswith(", the same as unfrozen")

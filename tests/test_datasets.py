@@ -11,14 +11,10 @@ import torch
 pytest.importorskip("sklearn")
 from sklearn.datasets import load_digits
 
-from freeze_widgets import datasets
-from freeze_widgets.datasets import (
-    DATASET_NAMES,
-    LabelledImages,
-    digits_dataset,
-    finetune_dataset,
-    named_dataset,
-)
+from freeze_widgets.data import digits as datasets
+from freeze_widgets.data.digits import digits_dataset
+from freeze_widgets.data.images import LabelledImages
+from freeze_widgets.data.named import DATASET_NAMES, finetune_dataset, named_dataset
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +103,7 @@ def test_resize_and_three_channels(sk: tuple[torch.Tensor, torch.Tensor]) -> Non
 
 
 def test_finetune_reads_classes_and_labels_without_iterating() -> None:
-    from freeze_widgets.training import infer_num_classes
+    from freeze_widgets.data.loaders import infer_num_classes
 
     ds = digits_dataset(classes=[1, 4, 9], per_class=2)
     assert isinstance(ds, LabelledImages)

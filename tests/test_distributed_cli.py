@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from freeze_widgets import FreezeSpec, freeze, load_model, unfreeze
-from freeze_widgets.distributed.cli import main
+from freeze_widgets.cli import main
 
 pytestmark = pytest.mark.timeout(360)
 

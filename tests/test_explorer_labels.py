@@ -9,7 +9,7 @@ import pytest
 from torch import nn
 
 from freeze_widgets import FreezeExplorer
-from freeze_widgets.cost import CostModel
+from freeze_widgets.cost.estimate import CostModel
 from freeze_widgets.ui.payload import tree_payload
 from freeze_widgets.ui.toolbar import KEYS_HELP
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from freeze_widgets import FreezeExplorer
-from freeze_widgets.netron import running_servers
+from freeze_widgets.graph.netron import running_servers
 from freeze_widgets.ui.export_panel import ExportPanel, parse_bound_value, parse_shape
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from freeze_widgets.netron import running_servers, view_count
+from freeze_widgets.graph.netron import running_servers, view_count
 from freeze_widgets.ui.background import BusyState
 from freeze_widgets.ui.export_panel import ExportPanel, parse_example, report_html
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from freeze_widgets.base.wording import format_bytes
 from freeze_widgets.export import ExportReport, ParityResult
-from freeze_widgets.export.report import format_bytes
 
 
 def onnx_report() -> ExportReport:
@@ -91,7 +91,7 @@ def test_str_of_torchscript_fallback_with_mismatch() -> None:
         "bound              -\n"
         "outputs            output_0, output_1\n"
         "initializers       0\n"
-        "file size          3.0 MB\n"
+        "file size          3.00 MiB\n"
         "export time        0.50 s\n"
         "parity @ batch 1   MISMATCH: max rel 5.00e-01 of output scale (tolerance 1e-05), max "
         "abs 2.50e-01\n"
@@ -201,12 +201,13 @@ def test_ok_needs_verification_and_every_parity_entry() -> None:
     [
         (0, "0 B"),
         (1023, "1023 B"),
-        (1024, "1.0 KB"),
-        (1536, "1.5 KB"),
-        (1024**2 - 1, "1024.0 KB"),
-        (5 * 1024**2, "5.0 MB"),
-        (5 * 1024**3, "5.0 GB"),
-        (2048 * 1024**3, "2048.0 GB"),
+        (1024, "1.00 KiB"),
+        (1536, "1.50 KiB"),
+        (1024**2 - 1, "1024 KiB"),
+        (5 * 1024**2, "5.00 MiB"),
+        (46_800_000, "44.6 MiB"),
+        (5 * 1024**3, "5.00 GiB"),
+        (2048 * 1024**3, "2.00 TiB"),
     ],
 )
 def test_format_bytes(n: int, text: str) -> None:

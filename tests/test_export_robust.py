@@ -19,7 +19,7 @@ from freeze_widgets.export import bind, export_onnx, export_torchscript
 from freeze_widgets.export import onnx as onnx_module
 from freeze_widgets.export.onnx_freeze import SPEC_KEY, mark_freeze
 from freeze_widgets.export.parity import compare
-from freeze_widgets.spec import FreezeSpec
+from freeze_widgets.freezing.spec import FreezeSpec
 
 from .test_export import MaskedLinear
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from freeze_widgets.freezing import freeze, unfreeze
-from freeze_widgets.training import FineTuneReport, VerificationRow, synthetic_dataset
+from freeze_widgets import synthetic_dataset
+from freeze_widgets.freezing.targets import freeze, unfreeze
+from freeze_widgets.training import FineTuneReport, VerificationRow
 from freeze_widgets.ui.finetune_panel import FineTunePanel, verification_html
 
 from .test_training import tiny_conv

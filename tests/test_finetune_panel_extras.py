@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from freeze_widgets.freezing import freeze, unfreeze
-from freeze_widgets.training import FineTuneReport, synthetic_dataset
+from freeze_widgets import synthetic_dataset
+from freeze_widgets.freezing.targets import freeze, unfreeze
+from freeze_widgets.training import FineTuneReport
 from freeze_widgets.ui import finetune_panel as panel_module
 from freeze_widgets.ui.background import BusyState
 from freeze_widgets.ui.finetune_panel import FineTunePanel, figures_html

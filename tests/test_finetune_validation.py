@@ -92,7 +92,7 @@ def test_a_valid_run_still_trains(small_cnn: nn.Module) -> None:
 def test_nproc_dispatches_to_the_distributed_runner(
     small_cnn: nn.Module, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from freeze_widgets import distributed
+    from freeze_widgets import run
 
     seen: dict[str, Any] = {}
 
@@ -100,7 +100,7 @@ def test_nproc_dispatches_to_the_distributed_runner(
         seen.update(kwargs, model=model)
         return "merged report"
 
-    monkeypatch.setattr(distributed, "finetune_distributed", fake)
+    monkeypatch.setattr(run, "finetune_distributed", fake)
     result = finetune(small_cnn, steps=3, nproc=2, strategy="fsdp", lr=0.01)
     assert result == "merged report"
     assert seen["model"] is small_cnn and seen["nproc"] == 2 and seen["strategy"] == "fsdp"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from freeze_widgets import FreezeSpec, FrozenBatchNorm, freeze, freeze_to, unfreeze
-from freeze_widgets.freezing import top_level_groups
+from freeze_widgets.freezing.targets import top_level_groups
 
 from .conftest import Nested, make_seq_bn, requires_grad_map
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from freeze_widgets.freezing import freeze
-from freeze_widgets.guard import FreezeGuard, FrozenWeightMoved
-from freeze_widgets.snapshot import TensorSnapshot, fingerprint
+from freeze_widgets.freezing.targets import freeze
+from freeze_widgets.verify.guard import FreezeGuard, FrozenWeightMoved
+from freeze_widgets.verify.snapshot import TensorSnapshot, fingerprint
 
 from .conftest import make_seq_bn
 

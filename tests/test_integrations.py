@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from freeze_widgets.freezing import FreezeSpec
-from freeze_widgets.guard import FrozenWeightMoved
+from freeze_widgets.freezing.spec import FreezeSpec
+from freeze_widgets.verify.guard import FrozenWeightMoved
 
 from .conftest import make_seq_bn
 

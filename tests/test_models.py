@@ -17,7 +17,7 @@ from freeze_widgets import (
     load_model,
     weights_source,
 )
-from freeze_widgets.models import download
+from freeze_widgets.models.vision import download
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for freeze_widgets.netron: URL rules and a real Netron server on 127.0.0.1."""
+"""Tests for freeze_widgets.graph.netron: URL rules and a real Netron server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from freeze_widgets.netron import (
+from freeze_widgets.graph.netron import (
     BASE_URL_ENV,
     NetronServer,
     netron_url,
     running_servers,
-    show_netron,
     start_netron,
     stop_netron,
 )
+from freeze_widgets.ui.netron_view import show_netron
 
 # ---------------------------------------------------------------- URL rules (pure)
 
@@ -175,10 +175,9 @@ def test_core_netron_needs_no_ipython() -> None:
     import subprocess
 
     code = (
-        "import sys, freeze_widgets.netron, freeze_widgets; "
-        "from freeze_widgets.netron import show_netron; "
-        "from freeze_widgets.ui.netron_view import show_netron as view; "
-        "assert show_netron is view is freeze_widgets.show_netron; "
+        "import sys, freeze_widgets.graph.netron, freeze_widgets; "
+        "from freeze_widgets.ui.netron_view import show_netron; "
+        "assert show_netron is freeze_widgets.show_netron; "
         "print(sorted(m for m in ('IPython', 'ipywidgets') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from freeze_widgets.netron import open_view, running_servers, stop_netron, view_count
+from freeze_widgets.graph.netron import open_view, running_servers, stop_netron, view_count
 
 
 @pytest.fixture(autouse=True)

@@ -22,9 +22,16 @@ from freeze_widgets import (
     freeze_to,
     unfreeze,
 )
-from freeze_widgets._rollback import all_or_nothing
-from freeze_widgets.bn import bn_is_frozen, bn_state, iter_batchnorms, release_bn, set_bn_policy
-from freeze_widgets.freezing import (
+from freeze_widgets.freezing.bn import (
+    bn_is_frozen,
+    bn_state,
+    iter_batchnorms,
+    release_bn,
+    set_bn_policy,
+)
+from freeze_widgets.freezing.rollback import all_or_nothing
+from freeze_widgets.freezing.spec import frozen_paths
+from freeze_widgets.freezing.targets import (
     Selection,
     apply_freeze,
     resolve_targets,
@@ -32,7 +39,6 @@ from freeze_widgets.freezing import (
     select,
     top_level_groups,
 )
-from freeze_widgets.spec import frozen_paths
 
 from .conftest import independent_counts, make_seq_bn, model_fingerprint, requires_grad_map
 

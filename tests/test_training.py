@@ -10,15 +10,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from freeze_widgets.freezing import bn_state, freeze, unfreeze
-from freeze_widgets.training import (
-    FineTuneReport,
-    NonFiniteLossError,
-    StepEvent,
-    _find_chain,
-    finetune,
-    synthetic_dataset,
-)
+from freeze_widgets import finetune, synthetic_dataset
+from freeze_widgets.freezing.targets import bn_state, freeze, unfreeze
+from freeze_widgets.training import FineTuneReport, NonFiniteLossError, StepEvent
+from freeze_widgets.training.prefix import find_chain as _find_chain
 
 # --------------------------------------------------------------------------- helpers
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from freeze_widgets.datasets import InMemoryImages
-from freeze_widgets.freezing import freeze
-from freeze_widgets.training import SyntheticShapes, synthetic_dataset
+from freeze_widgets import synthetic_dataset
+from freeze_widgets.data.images import InMemoryImages
+from freeze_widgets.data.synthetic import SyntheticShapes
+from freeze_widgets.freezing.targets import freeze
 from freeze_widgets.training.head import new_head, replace_head
 from freeze_widgets.training.schedule import resolve_schedule
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from freeze_widgets import FreezeSpec, FrozenBatchNorm, ModuleTree, freeze, unfreeze
-from freeze_widgets.bn import bn_state, iter_batchnorms
+from freeze_widgets.freezing.bn import bn_state, iter_batchnorms
 
 from .conftest import independent_counts, requires_grad_map
 
@@ -81,7 +81,7 @@ TIMM_MODELS = [
 
 
 def _timm(name: str, device: torch.device) -> nn.Module:
-    from freeze_widgets.zoo import load_timm
+    from freeze_widgets.models.hub import load_timm
 
     model, _ = load_timm(name, pretrained=False, device=device)
     return model

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from freeze_widgets.zoo import load_hf, load_timm, regnet_widths_on_cpu
+from freeze_widgets.models.hub import load_hf, load_timm, regnet_widths_on_cpu
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")

@@ -8,10 +8,10 @@
 
 from __future__ import annotations
 
-from .errors import DistributedRunError
-from .preflight import STRATEGIES, check_distributed
-from .report import DistributedFineTuneReport, RankVerdict
-from .runner import finetune_distributed
+from freeze_widgets.checks.preflight import STRATEGIES, check_distributed
+from freeze_widgets.distributed.errors import DistributedRunError
+from freeze_widgets.distributed.report import DistributedFineTuneReport, RankVerdict
+from freeze_widgets.distributed.runner import finetune_distributed
 
 __all__ = [
     "STRATEGIES",

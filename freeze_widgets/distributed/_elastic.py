@@ -17,7 +17,7 @@ def main(job_path: str, nproc: int) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from .worker import run_from_file
+    from freeze_widgets.distributed.worker import run_from_file
 
     config = LaunchConfig(
         min_nodes=1,

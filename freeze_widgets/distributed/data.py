@@ -8,34 +8,21 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..training import synthetic_dataset
-from .job import JobConfig
+from freeze_widgets.data.loaders import image_folder
+from freeze_widgets.data.synthetic import DEFAULT_SYNTHETIC_CLASSES, synthetic_dataset
+from freeze_widgets.distributed.job import JobConfig
 
 __all__ = ["build_dataset"]
-
-
-def _image_folder(path: Path, image_size: int) -> Dataset[Any]:
-    from torchvision import datasets, transforms
-
-    transform = transforms.Compose(
-        [
-            transforms.Resize((image_size, image_size)),
-            transforms.ToTensor(),
-            transforms.Normalize((0.5, 0.5, 0.5), (0.3, 0.3, 0.3)),
-        ]
-    )
-    folder: Dataset[Any] = datasets.ImageFolder(str(path), transform=transform)
-    return folder
 
 
 def build_dataset(job: JobConfig) -> Dataset[Any]:
     """Synthetic shapes, an ImageFolder (``"dir:..."``) or a saved Dataset (``"file:..."``)."""
     if job.data is None:
-        classes = job.num_classes or 4
+        classes = job.num_classes or DEFAULT_SYNTHETIC_CLASSES
         return synthetic_dataset(job.synthetic_n, classes, job.image_size, job.seed)
     kind, _, where = job.data.partition(":")
     if kind == "dir":
-        return _image_folder(Path(where), job.image_size)
+        return image_folder(Path(where), job.image_size)
     if kind == "file":
         dataset = torch.load(where, weights_only=False)
         if not isinstance(dataset, Dataset):

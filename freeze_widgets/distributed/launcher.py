@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import DistributedRunError
-from .job import JobConfig
+from freeze_widgets.distributed.errors import DistributedRunError
+from freeze_widgets.distributed.job import JobConfig
 
 __all__ = ["launch", "reap"]
 

@@ -19,24 +19,14 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from ..freezing import unfreeze
-from ..training import ULMFIT_LR_FACTOR
-from .data import build_dataset
-from .job import JobConfig
-from .rankcheck import RankCheck, Snapshot, full_tensors
+from freeze_widgets.distributed.data import build_dataset
+from freeze_widgets.distributed.job import JobConfig
+from freeze_widgets.distributed.rankcheck import RankCheck, Snapshot, full_tensors
+from freeze_widgets.freezing.targets import unfreeze
+from freeze_widgets.training import ULMFIT_LR_FACTOR
+from freeze_widgets.training.options import make_optimizer, plan_steps
 
-__all__ = ["Trainer", "make_optimizer"]
-
-
-def make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """The optimizers ``finetune`` offers: AdamW, Adam, or SGD with momentum 0.9."""
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd'; got {name!r}")
+__all__ = ["Trainer"]
 
 
 class Trainer:
@@ -91,17 +81,14 @@ class Trainer:
     def run(self) -> None:
         job, check = self.job, self.check
         loader, sampler = self._loader()
-        per_epoch = len(loader)
-        if per_epoch == 0:
-            raise ValueError("the data is empty: no batches to train on")
-        total = job.steps if job.steps is not None else job.epochs * per_epoch
-        check.total_steps = total
+        plan = plan_steps(job.epochs, job.steps, len(loader))
+        total = check.total_steps = plan.total_steps
         start = [p for n, p in self.params.items() if p.requires_grad and n not in self.pending]
         opt = make_optimizer(job.optimizer, start, job.lr)
         self.wrapped.train()  # frozen BatchNorm layers stay in eval: their policy pins it
         t_start = time.perf_counter()
         step = 0
-        for epoch in range(1, math.ceil(total / per_epoch) + 1):
+        for epoch in range(1, plan.epochs + 1):
             sampler.set_epoch(epoch)
             self._unfreeze_due(epoch, opt)
             t_epoch, loss_sum, correct, seen = time.perf_counter(), 0.0, 0.0, 0

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..bn import bn_state, iter_batchnorms
-from ..snapshot import max_abs_diff
-from ..training.report import TrainingCurves
+from freeze_widgets.freezing.bn import bn_state, iter_batchnorms
+from freeze_widgets.training.report import TrainingCurves
+from freeze_widgets.verify.snapshot import max_abs_diff
 
 __all__ = ["RankCheck", "Snapshot", "compare", "digest", "snapshot"]
 

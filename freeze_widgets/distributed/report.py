@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..training import FineTuneReport, UnfreezeEvent, VerificationRow
-from ..training.report import TrainingCurves, VerificationStatus
-from .rankcheck import RankCheck
+from freeze_widgets.distributed.rankcheck import RankCheck
+from freeze_widgets.training import FineTuneReport, UnfreezeEvent, VerificationRow
+from freeze_widgets.training.report import TrainingCurves, VerificationStatus
 
 __all__ = ["DistributedFineTuneReport", "RankVerdict", "merge_ranks"]
 

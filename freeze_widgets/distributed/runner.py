@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import shutil
 import tempfile
@@ -14,59 +15,61 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._helpers import check_bn_policy, require_module
-from ..freezing import set_bn_policy, unfreeze
-from ..spec import FreezeSpec
-from ..training import find_head
-from ..training.head import replace_head
-from ..training.schedule import resolve_schedule
-from .job import JobConfig
-from .launcher import launch
-from .preflight import STRATEGIES, check_distributed
-from .report import DistributedFineTuneReport
+from freeze_widgets.base.checks import require_module
+from freeze_widgets.checks.preflight import STRATEGIES, check_distributed
+from freeze_widgets.data.synthetic import DEFAULT_SYNTHETIC_CLASSES
+from freeze_widgets.distributed.job import JobConfig
+from freeze_widgets.distributed.launcher import launch
+from freeze_widgets.distributed.report import DistributedFineTuneReport
+from freeze_widgets.freezing.spec import FreezeSpec
+from freeze_widgets.freezing.targets import set_bn_policy, unfreeze
+from freeze_widgets.training import find_head
+from freeze_widgets.training.head import replace_head
+from freeze_widgets.training.options import (
+    FineTuneOptions,
+    plan_steps,
+    require_count,
+    require_positive_number,
+)
+from freeze_widgets.training.schedule import resolve_schedule
 
-__all__ = ["finetune_distributed"]
-
-_SYNTHETIC_CLASSES = 4  # finetune's default synthetic task
+__all__ = ["check_nproc", "finetune_distributed", "max_processes"]
 
 
-def _check_args(
-    nproc: Any,
-    strategy: Any,
-    epochs: Any,
-    steps: Any,
-    batch_size: Any,
-    lr: Any,
-    optimizer: Any,
-    timeout_s: Any,
-) -> None:
-    for name, value in (("nproc", nproc), ("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1; got {value}")
-    if steps is not None and (not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive int or None; got {steps!r}")
+def max_processes() -> int:
+    """Worker processes this machine can run at once: one per GPU with CUDA, else per core."""
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return os.cpu_count() or 1
+
+
+def check_nproc(nproc: object) -> int:
+    """``nproc`` as an int from 1 to :func:`max_processes`, or an error naming the limit."""
+    nproc = require_count(nproc, "nproc")
+    limit = max_processes()
+    if nproc > limit:
+        raise ValueError(
+            f"nproc={nproc} is more processes than this machine runs at once ({limit}: one per "
+            "CPU core, or per GPU with CUDA); use nproc<=" + str(limit)
+        )
+    return nproc
+
+
+def _check_strategy(strategy: object) -> None:
     if not isinstance(strategy, str):
         raise TypeError(f"strategy must be 'ddp' or 'fsdp'; got {type(strategy).__name__}")
     if strategy not in STRATEGIES[:2]:
         raise ValueError(f"strategy must be 'ddp' or 'fsdp' (FSDP2 fully_shard); got {strategy!r}")
-    if not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number; got {lr!r}")
-    if not isinstance(optimizer, str) or optimizer.lower() not in ("adamw", "adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd'; got {optimizer!r}")
-    if not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
-        raise ValueError(f"timeout_s must be a positive number of seconds; got {timeout_s!r}")
 
 
 def _classes_and_size(data: Any, image_size: int, synthetic_n: int) -> tuple[int | None, int]:
     """(number of classes if known, number of items) of the data without loading it all."""
     if data is None:
-        return _SYNTHETIC_CLASSES, synthetic_n
+        return DEFAULT_SYNTHETIC_CLASSES, synthetic_n
     if isinstance(data, (str, Path)):
-        from .data import _image_folder
+        from freeze_widgets.data.loaders import image_folder
 
-        folder: Any = _image_folder(Path(data), image_size)
+        folder: Any = image_folder(Path(data), image_size)
         return len(folder.classes), len(folder)
     classes = getattr(data, "classes", None)
     num = len(classes) if classes is not None else getattr(data, "num_classes", None)
@@ -179,8 +182,18 @@ def finetune_distributed(
             gradient, before anything starts.
     """
     require_module(model)
-    _check_args(nproc, strategy, epochs, steps, batch_size, lr, optimizer, timeout_s)
-    check_bn_policy(bn, allow_none=True)
+    options = FineTuneOptions.checked(
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        bn=bn,
+        seed=seed,
+    )
+    check_nproc(nproc)
+    _check_strategy(strategy)
+    timeout_s = require_positive_number(timeout_s, "timeout_s")
     if isinstance(data, DataLoader):
         batch_size, data = data.batch_size or batch_size, data.dataset
     known_classes, n_items = _classes_and_size(data, image_size, synthetic_n)
@@ -192,8 +205,8 @@ def finetune_distributed(
             "nothing to train: every parameter is frozen; untick a module or call "
             "unfreeze(model, 'fc')"
         )
-    per_epoch = max(1, math.ceil(math.ceil(n_items / nproc) / batch_size))
-    planned = epochs if steps is None else math.ceil(steps / per_epoch)
+    per_rank_batches = math.ceil(math.ceil(n_items / nproc) / batch_size)
+    planned = plan_steps(epochs, steps, per_rank_batches).epochs
     head_path = head[0] if new_head and head is not None else None
     schedule = resolve_schedule(model, unfreeze_schedule, planned, new_head=head_path)
     if strategy == "ddp" and not isinstance(data, (str, Path)):
@@ -210,7 +223,7 @@ def finetune_distributed(
             steps=steps,
             batch_size=batch_size,
             lr=float(lr),
-            optimizer=optimizer.lower(),
+            optimizer=options.optimizer,
             image_size=image_size,
             num_classes=num_classes if new_head else None,
             synthetic_n=synthetic_n,

@@ -19,12 +19,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..freezing import freeze, unfreeze
-from ..spec import FreezeSpec
-from ..training.head import replace_head
-from .job import JobConfig
-from .loop import Trainer
-from .rankcheck import RankCheck, compare, snapshot
+from freeze_widgets.distributed.job import JobConfig
+from freeze_widgets.distributed.loop import Trainer
+from freeze_widgets.distributed.rankcheck import RankCheck, compare, snapshot
+from freeze_widgets.freezing.spec import FreezeSpec
+from freeze_widgets.freezing.targets import freeze, unfreeze
+from freeze_widgets.training.head import replace_head
 
 __all__ = ["run_from_file", "run_job"]
 
@@ -61,7 +61,7 @@ def _load_model(job: JobConfig) -> nn.Module:
         return model
     if job.model_name is None:
         raise ValueError("the job names neither a model file nor a model name")
-    from ..models import load_model
+    from freeze_widgets.models.vision import load_model
 
     torch.manual_seed(job.seed)  # random weights (offline) must match on every rank
     return load_model(job.model_name, pretrained=job.pretrained)
@@ -163,7 +163,7 @@ def run_job(job: JobConfig) -> dict[str, Any] | None:
     if rank != 0:
         dist.barrier()
         return None
-    from .report import merge_ranks
+    from freeze_widgets.distributed.report import merge_ranks
 
     report = merge_ranks(checks, strategy=job.strategy, nproc=world, backend=backend)
     report.lr, report.optimizer, report.num_classes = job.lr, job.optimizer, job.num_classes

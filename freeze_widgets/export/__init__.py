@@ -14,11 +14,11 @@ Heavy imports (onnx, onnxruntime) happen inside the functions that need them.
 
 from __future__ import annotations
 
-from ._common import ExampleInputs
-from .binding import BoundModule, bind
-from .onnx import OnnxExporter, export_onnx
-from .report import ExporterName, ExportReport, ParityResult
-from .torchscript import TorchScriptMethod, export_torchscript
+from freeze_widgets.export._common import ExampleInputs
+from freeze_widgets.export.binding import BoundModule, bind
+from freeze_widgets.export.onnx import OnnxExporter, export_onnx
+from freeze_widgets.export.report import ExporterName, ExportReport, ParityResult
+from freeze_widgets.export.torchscript import TorchScriptMethod, export_torchscript
 
 __all__ = [
     "BoundModule",

@@ -19,10 +19,18 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .._helpers import named_parameters_of, preserved_modes
-from .binding import BoundModule, PositionalInputs, unwrap_model
-from .parity import BatchAxes, Runner, attach_parity, batch_of, default_batches, flatten
-from .report import ExporterName, ExportReport
+from freeze_widgets.base.modules import named_parameters_of, preserved_modes
+from freeze_widgets.base.wording import first_line
+from freeze_widgets.export.binding import BoundModule, PositionalInputs, unwrap_model
+from freeze_widgets.export.parity import (
+    BatchAxes,
+    Runner,
+    attach_parity,
+    batch_of,
+    default_batches,
+    flatten,
+)
+from freeze_widgets.export.report import ExporterName, ExportReport
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -358,12 +366,3 @@ def trace_inputs(inputs: Mapping[str, Any], axes: BatchAxes) -> dict[str, Any]:
 def output_names(n: int) -> list[str]:
     """``["output"]`` for one output, else ``output_0`` ... ``output_{n-1}``."""
     return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
-
-
-def first_line(exc: BaseException, limit: int | None = None) -> str:
-    """``"<ExceptionType>: <first line of its message>"``, cut to ``limit`` characters."""
-    text = str(exc).strip().splitlines()
-    line = f"{type(exc).__name__}: {text[0] if text else ''}".strip()
-    if limit is not None and len(line) > limit:
-        line = line[: limit - 3] + "..."
-    return line

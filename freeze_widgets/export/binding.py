@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._helpers import is_variadic
+from freeze_widgets.base.modules import is_variadic
 
 __all__ = ["BoundModule", "PositionalInputs", "bind", "unwrap_model"]
 

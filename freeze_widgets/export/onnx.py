@@ -16,19 +16,19 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from ._common import (
+from freeze_widgets.base.wording import first_line
+from freeze_widgets.export._common import (
     ExampleInputs,
     ExportJob,
     Loaded,
     VerifyOptions,
     Written,
-    first_line,
     passes_positionally,
     run_export,
 )
-from .onnx_freeze import mark_freeze
-from .parity import ort_runner
-from .report import ExportReport
+from freeze_widgets.export.onnx_freeze import mark_freeze
+from freeze_widgets.export.parity import ort_runner
+from freeze_widgets.export.report import ExportReport
 
 __all__ = ["OnnxExporter", "export_onnx"]
 
@@ -63,7 +63,7 @@ def export_onnx(
     model is exported in eval mode and every submodule's train/eval flag is restored afterwards,
     also on error. ``torch.compile`` and (Distributed)DataParallel wrappers are looked through
     (noted in the report). The file carries the freeze: the FreezeSpec JSON in its metadata
-    (key ``freeze_widgets.spec``) and "frozen"/"trainable" in each weight's ``doc_string``.
+    (key ``freeze_widgets.freezing.spec``) and "frozen"/"trainable" in each weight's ``doc_string``.
 
     Arguments are checked before anything is written; once the file is written nothing raises:
     a failed check or verification is ``report.error`` and ``report.ok`` is False.

@@ -1,6 +1,6 @@
 """The freeze, written into an exported ONNX file so that Netron shows it.
 
-The model's :class:`~freeze_widgets.spec.FreezeSpec` JSON goes into the model's
+The model's :class:`~freeze_widgets.freezing.spec.FreezeSpec` JSON goes into the model's
 ``metadata_props`` (key :data:`SPEC_KEY`), and every initializer that is a parameter, a buffer
 or a bound argument gets a ``doc_string`` such as ``"frozen parameter layer1.0.conv1.weight"``.
 Netron shows both in its properties pane.
@@ -16,11 +16,11 @@ from typing import Any
 
 from torch import nn
 
-from .binding import BoundModule, PositionalInputs
+from freeze_widgets.export.binding import BoundModule, PositionalInputs
 
 __all__ = ["SPEC_KEY", "initializer_roles", "mark_freeze"]
 
-SPEC_KEY = "freeze_widgets.spec"
+SPEC_KEY = "freeze_widgets.freezing.spec"
 """``metadata_props`` key holding the FreezeSpec JSON of the exported model."""
 
 _WRAPPER_PREFIX = "model."  # BoundModule / PositionalInputs hold the user's model as ``model``
@@ -82,7 +82,7 @@ def mark_freeze(path: Path, model: nn.Module, source: nn.Module) -> tuple[int, i
     """
     import onnx
 
-    from ..spec import FreezeSpec
+    from freeze_widgets.freezing.spec import FreezeSpec
 
     proto: Any = onnx.load(str(path), load_external_data=False)
     for entry in list(proto.metadata_props):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .report import ExportReport, ParityResult
+from freeze_widgets.export.report import ExportReport, ParityResult
 
 Runner = Callable[[Mapping[str, Any]], Sequence[Any]]
 """Runs the exported model on a name -> value feed and returns its flat outputs."""

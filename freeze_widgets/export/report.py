@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from freeze_widgets.base.wording import format_bytes
+
 __all__ = ["ExportReport", "ExporterName", "ParityResult"]
 
 ExporterName = Literal["onnx-dynamo", "onnx-torchscript", "torchscript-script", "torchscript-trace"]
@@ -145,13 +147,3 @@ class ExportReport:
             for label, value in self.to_rows()
         )
         return f"<table class='freeze-widgets-export-report'>{body}</table>"
-
-
-def format_bytes(n: int) -> str:
-    """``n`` bytes in B (whole), KB, MB or GB (one decimal), powers of 1024."""
-    size = float(n)
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"

@@ -10,19 +10,19 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from ._common import (
+from freeze_widgets.base.wording import first_line
+from freeze_widgets.export._common import (
     ExampleInputs,
     ExportJob,
     Loaded,
     VerifyOptions,
     Written,
-    first_line,
     passes_positionally,
     run_export,
 )
-from .binding import BoundModule, PositionalInputs
-from .parity import Runner, flatten
-from .report import ExportReport
+from freeze_widgets.export.binding import BoundModule, PositionalInputs
+from freeze_widgets.export.parity import Runner, flatten
+from freeze_widgets.export.report import ExportReport
 
 __all__ = ["TorchScriptMethod", "export_torchscript"]
 

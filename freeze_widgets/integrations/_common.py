@@ -8,10 +8,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..audit import audit_optimizer
-from ..findings import Finding, format_findings
-from ..guard import FreezeGuard, GuardReport
-from ..spec import FreezeSpec
+from freeze_widgets.checks.audit import audit_optimizer
+from freeze_widgets.checks.findings import Finding, format_findings
+from freeze_widgets.freezing.spec import FreezeSpec
+from freeze_widgets.verify.guard import FreezeGuard, GuardReport
 
 log = logging.getLogger("freeze_widgets.integrations")
 

@@ -17,7 +17,7 @@ except ImportError:  # the standalone package name
     from pytorch_lightning import LightningModule, Trainer  # type: ignore[no-redef,assignment]
     from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef,assignment]
 
-from ._common import GuardSessionOwner
+from freeze_widgets.integrations._common import GuardSessionOwner
 
 __all__ = ["FreezeGuardCallback"]
 

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ._common import GuardSessionOwner
+from freeze_widgets.integrations._common import GuardSessionOwner
 
 __all__ = ["FreezeGuardTrainerCallback"]
 

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from .._helpers import set_submodule
+from freeze_widgets.base.modules import set_submodule
 
 __all__ = [
-    "OPTIMIZERS",
     "find_head",
-    "make_optimizer",
     "new_head",
     "replace_head",
     "trainable_parameters",
 ]
-
-#: The optimizers :func:`~freeze_widgets.training.finetune` accepts, by lower-case name.
-OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float], torch.optim.Optimizer]] = {
-    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
-}
-
-
-def make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """The optimizer ``name`` (any case, a key of :data:`OPTIMIZERS`) over ``params``."""
-    return OPTIMIZERS[name.lower()](params, lr)
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -4,7 +4,7 @@ What it gets right (docs/design.md, traps 1-3):
 
 * the optimizer only sees trainable parameters, and frozen parameters lose any stale ``.grad``
   first (a stale gradient with momentum or weight decay still moves a "frozen" weight);
-* frozen BatchNorm layers keep the policy set by :mod:`freeze_widgets.freezing` across
+* frozen BatchNorm layers keep the policy set by :mod:`freeze_widgets.freezing.targets` across
   ``model.train()``; with ``bn=...`` the policy is re-applied first;
 * gradually unfrozen groups join the running optimizer through ``add_param_group``;
 * the frozen prefix of a chain-like model runs under ``torch.no_grad()`` and its output may be
@@ -25,149 +25,119 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from .._helpers import check_bn_policy, module_modes, require_module
-from .._rollback import all_or_nothing
-from ..audit import audit_optimizer
-from ..bn import bn_is_frozen, bn_state, iter_batchnorms, set_bn_policy
-from .data import DEFAULT_IMAGE_SIZE, augment_batch, infer_num_classes, make_loader, split_batch
-from .head import OPTIMIZERS, find_head, make_optimizer, replace_head, trainable_parameters
-from .modes import restore_modes_by_policy
-from .prefix import FrozenPrefix
-from .report import FineTuneReport, NonFiniteLossError, StepEvent, UnfreezeEvent
-from .schedule import ULMFIT_LR_FACTOR, resolve_schedule, unfreeze_group
-from .validate import check_materialized, check_one_batch
-from .verify import snapshot, verify
+from freeze_widgets.base.checks import require_materialized, require_module
+from freeze_widgets.base.modules import module_modes
+from freeze_widgets.checks.audit import audit_optimizer
+from freeze_widgets.checks.batch import check_one_batch
+from freeze_widgets.data.loaders import (
+    augment_batch,
+    infer_num_classes,
+    make_loader,
+    split_batch,
+)
+from freeze_widgets.data.synthetic import DEFAULT_IMAGE_SIZE
+from freeze_widgets.freezing.bn import bn_is_frozen, bn_state, iter_batchnorms, set_bn_policy
+from freeze_widgets.freezing.modes import restore_modes_by_policy
+from freeze_widgets.freezing.rollback import all_or_nothing
+from freeze_widgets.training.head import (
+    find_head,
+    replace_head,
+    trainable_parameters,
+)
+from freeze_widgets.training.options import (
+    FineTuneOptions,
+    StepPlan,
+    batches_in,
+    make_optimizer,
+    plan_steps,
+)
+from freeze_widgets.training.prefix import FrozenPrefix
+from freeze_widgets.training.report import (
+    FineTuneReport,
+    NonFiniteLossError,
+    StepEvent,
+    UnfreezeEvent,
+)
+from freeze_widgets.training.schedule import ULMFIT_LR_FACTOR, resolve_schedule, unfreeze_group
+from freeze_widgets.verify.rows import snapshot, verify
 
-__all__ = ["finetune"]
+__all__ = ["finetune_one_process"]
 
 
-def finetune(
+def finetune_one_process(
     model: nn.Module,
-    data: Any = None,
+    data: Any,
+    options: FineTuneOptions,
     *,
-    epochs: int = 1,
-    steps: int | None = None,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    optimizer: str = "adamw",
     num_classes: int | None = None,
     callback: Callable[[StepEvent], Any] | None = None,
     unfreeze_schedule: str | Sequence[Any] | dict[int, Any] | None = None,
-    bn: str | None = None,
     augment: bool = False,
     cache_features: bool | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
-    seed: int = 0,
     stop: threading.Event | None = None,
-    nproc: int = 1,
-    strategy: str = "ddp",
 ) -> FineTuneReport:
-    """Fine-tune the trainable part of ``model`` in place and verify the frozen part.
+    """The verified fine-tune in this process; see :func:`freeze_widgets.finetune` for the options.
 
-    Args:
-        model: A classifier taking image batches; trained in place. Its train/eval mode is
-            restored afterwards.
-        data: None for :func:`synthetic_dataset` images; a dataset name, ``"digits"``
-            (scikit-learn's offline 8x8 handwritten digits, training split, 3 channels at
-            ``image_size``: :func:`freeze_widgets.datasets.finetune_dataset`) or
-            ``"synthetic"``; a Dataset or DataLoader yielding ``(inputs, labels)``; or an
-            ImageFolder directory (resized to ``image_size``).
-        epochs: Passes over the data.
-        steps: Total optimizer steps; when given it overrides ``epochs`` (the data repeats
-            as needed).
-        batch_size: Used unless ``data`` is a DataLoader.
-        lr: Learning rate of the parameters trainable at the start.
-        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (momentum 0.9).
-        num_classes: Classes of the task; if None, inferred from the dataset's ``classes``,
-            ``num_classes`` or ``targets``, or by reading the labels of up to 10,000 items. A
-            head with a different output size is replaced by a fresh, trainable ``nn.Linear``.
-        callback: Called with a :class:`StepEvent` after every step; returning False stops.
-        unfreeze_schedule: ``"gradual"`` unfreezes one more frozen top-level group per epoch,
-            from the end of the model backwards, at ``lr / 2.6**k``; a list gives the group(s)
-            for epochs 2, 3, ...; a dict maps 1-based epochs to group(s).
-        bn: Re-apply this BatchNorm policy ("eval", "frozen", "train") to every fully frozen
-            BatchNorm before training; None keeps the policies already set.
-        augment: Random shifts and brightness jitter on the inputs.
-        cache_features: Keep the frozen prefix's output after the first epoch and train later
-            epochs on it. None means: when augment is off, a frozen prefix exists and
-            ``epochs > 1``. Only used when the prefix is deterministic (no BatchNorm or
-            dropout in train mode).
-        image_size: Side of synthetic / ImageFolder images.
-        seed: Seeds shuffling, augmentation and the new head.
-        stop: A ``threading.Event``; when set, training stops after the current step.
-        nproc: With more than 1, the same verified run happens in ``nproc`` local worker
-            processes launched by PyTorch's elastic launcher (torchrun), and the report merges
-            the ranks (:func:`freeze_widgets.distributed.finetune_distributed`); ``callback``,
-            ``stop``, ``augment`` and ``cache_features`` are single-process only.
-        strategy: With ``nproc > 1``: ``"ddp"`` (DistributedDataParallel) or ``"fsdp"``
-            (FSDP2 ``fully_shard``).
-
-    Returns:
-        A :class:`FineTuneReport`; ``report.ok`` is True iff frozen weights and frozen
-        "eval"/"frozen" BatchNorm statistics are bitwise unchanged.
-
-    Raises:
-        ValueError: nothing to train, bad arguments or data (labels outside ``num_classes``,
-            inputs the model cannot take: one forward on one batch is tried first, and the
-            model is left exactly as it was).
-        TypeError: ``model`` is not an ``nn.Module``, or unsupported ``data``.
-        NonFiniteLossError: the loss became NaN/inf (``exc.report`` holds the run so far).
-
-    Example:
-        >>> from torchvision.models import resnet18
-        >>> from freeze_widgets import freeze
-        >>> m = resnet18()
-        >>> _ = freeze(m)
-        >>> report = finetune(m, steps=2, num_classes=4)  # doctest: +SKIP
-        >>> report.ok  # doctest: +SKIP
-        True
+    ``options`` come validated (:meth:`FineTuneOptions.checked`); everything else is checked
+    here, before the model is touched.
     """
     require_module(model)
-    _check_arguments(epochs, steps, batch_size, lr, bn, augment, cache_features, optimizer)
-    check_materialized(model, "fine-tune")
-    if nproc != 1:
-        return _finetune_in_processes(model, data, locals())
-    loader, dataset = make_loader(data, batch_size=batch_size, image_size=image_size, seed=seed)
+    if cache_features and augment:
+        raise ValueError(
+            "cache_features=True cannot be combined with augment=True: augmented inputs "
+            "change the frozen features every epoch"
+        )
+    require_materialized(model, "fine-tune")
+    loader, dataset = make_loader(
+        data, batch_size=options.batch_size, image_size=image_size, seed=options.seed
+    )
     if num_classes is None:
         num_classes = infer_num_classes(dataset)
     _check_something_to_train(model, num_classes)
-    planned = _planned_epochs(loader, epochs, steps)
-    resolve_schedule(model, unfreeze_schedule, planned)  # validate before touching the model
+    plan = plan_steps(options.epochs, options.steps, batches_in(loader))
+    resolve_schedule(model, unfreeze_schedule, plan.epochs)  # validate before touching the model
 
-    report = FineTuneReport(num_classes=num_classes, optimizer=optimizer.lower(), lr=lr)
+    report = FineTuneReport(num_classes=num_classes, optimizer=options.optimizer, lr=options.lr)
     modes = module_modes(model)
     with all_or_nothing(model):
         if num_classes is not None:
-            report.head_replaced = replace_head(model, num_classes, seed)
+            report.head_replaced = replace_head(model, num_classes, options.seed)
         check_one_batch(model, loader, num_classes)
         # Resolved again now: a replaced head is trainable and must not count as a frozen group.
-        schedule = resolve_schedule(model, unfreeze_schedule, planned)
-        if bn is not None:
-            set_bn_policy(model, bn)
+        schedule = resolve_schedule(model, unfreeze_schedule, plan.epochs)
+        if options.bn is not None:
+            set_bn_policy(model, options.bn)
     report.bn_policy = _report_bn_policy(model)
     run = _Run(
         model=model,
         loader=loader,
-        optimizer=_optimizer_for(model, optimizer, lr),
+        optimizer=_optimizer_for(model, options.optimizer, options.lr),
         report=report,
         schedule=schedule,
-        options=_Options(epochs, steps, lr, callback, stop, augment, cache_features, seed),
+        options=_Options(options, callback, stop, augment, cache_features),
+        plan=plan,
     )
     return _train_and_verify(run, modes)
 
 
 @dataclass(frozen=True)
 class _Options:
-    """The arguments of :func:`finetune` the loop itself reads."""
+    """The arguments of the fine-tune the loop itself reads."""
 
-    epochs: int
-    steps: int | None
-    lr: float
+    run: FineTuneOptions
     callback: Callable[[StepEvent], Any] | None
     stop: threading.Event | None
     augment: bool
     cache_features: bool | None
-    seed: int
+
+    @property
+    def lr(self) -> float:
+        return self.run.lr
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
 
 
 @dataclass
@@ -180,6 +150,7 @@ class _Run:
     report: FineTuneReport
     schedule: dict[int, list[str]]
     options: _Options
+    plan: StepPlan
     total: int = 0
     n_epochs: int = 0
     step: int = 0
@@ -194,35 +165,6 @@ class _Run:
         self.augment_gen = torch.Generator().manual_seed(self.options.seed + 1)
 
 
-def _check_arguments(
-    epochs: int,
-    steps: int | None,
-    batch_size: int,
-    lr: float,
-    bn: str | None,
-    augment: bool,
-    cache_features: bool | None,
-    optimizer: str,
-) -> None:
-    """Raise on a bad argument before anything is touched."""
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be at least 1 (or None), got {steps}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
-    check_bn_policy(bn, allow_none=True)
-    if cache_features and augment:
-        raise ValueError(
-            "cache_features=True cannot be combined with augment=True: augmented inputs "
-            "change the frozen features every epoch"
-        )
-    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd'; got {optimizer!r}")
-
-
 def _check_something_to_train(model: nn.Module, num_classes: int | None) -> None:
     """Nothing trainable is an error before any work, unless a new head will be trainable."""
     head = find_head(model)
@@ -233,36 +175,6 @@ def _check_something_to_train(model: nn.Module, num_classes: int | None) -> None
             f"nothing to train: all {n} parameters are frozen; untick a module or call "
             "unfreeze(model, 'fc')"
         )
-
-
-_SINGLE_PROCESS_ONLY = ("callback", "stop", "augment", "cache_features")
-
-
-def _finetune_in_processes(model: nn.Module, data: Any, args: dict[str, Any]) -> FineTuneReport:
-    """``finetune(..., nproc>1)``: the distributed runner, with the same arguments."""
-    from ..distributed import finetune_distributed
-
-    nproc = args["nproc"]
-    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
-        raise ValueError(f"nproc must be a positive integer; got {nproc!r}")
-    used = [name for name in _SINGLE_PROCESS_ONLY if args[name] not in (None, False)]
-    if used:
-        raise ValueError(
-            f"{', '.join(used)} work in a single process only; drop them or use nproc=1"
-        )
-    keep = ("epochs", "steps", "batch_size", "lr", "optimizer", "num_classes")
-    more = ("unfreeze_schedule", "bn", "image_size", "seed", "strategy", "nproc")
-    return finetune_distributed(model, data, **{k: args[k] for k in keep + more})
-
-
-def _planned_epochs(loader: DataLoader[Any], epochs: int, steps: int | None) -> int:
-    if steps is None:
-        return epochs
-    try:
-        per_epoch = len(loader)
-    except TypeError:
-        return epochs
-    return max(1, math.ceil(steps / max(per_epoch, 1)))
 
 
 def _report_bn_policy(model: nn.Module) -> str:
@@ -307,7 +219,7 @@ def _unfrozen_at(report: FineTuneReport) -> dict[str, int]:
 
 
 def _train(run: _Run) -> None:
-    run.total, run.n_epochs = _plan_steps(run.loader, run.options.epochs, run.options.steps)
+    run.total, run.n_epochs = run.plan.total_steps, run.plan.epochs
     run.report.total_steps = run.total
     run.model.train()
     run.start = time.perf_counter()
@@ -317,20 +229,6 @@ def _train(run: _Run) -> None:
         if run.report.stopped_early or run.step >= run.total:
             break
     _finish(run, stopped=run.report.stopped_early, reason=run.report.stop_reason)
-
-
-def _plan_steps(loader: DataLoader[Any], epochs: int, steps: int | None) -> tuple[int, int]:
-    """Total optimizer steps and the epochs they span."""
-    try:
-        per_epoch = len(loader)
-    except TypeError:
-        if steps is None:
-            raise ValueError("data without a length (an IterableDataset) needs steps=") from None
-        per_epoch = steps
-    if per_epoch == 0:
-        raise ValueError("the data is empty: no batches to train on")
-    total = steps if steps is not None else epochs * per_epoch
-    return total, math.ceil(total / per_epoch)
 
 
 def _unfreeze_scheduled(run: _Run, epoch: int) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from .modes import modes_restored
+from freeze_widgets.freezing.modes import modes_restored
 
 __all__ = ["MAX_CACHE_BYTES", "Chain", "FrozenPrefix", "find_chain"]
 

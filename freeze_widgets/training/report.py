@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..findings import Finding
+from freeze_widgets.checks.findings import Finding
 
 __all__ = [
     "FineTuneReport",

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..freezing import top_level_groups, unfreeze
+from freeze_widgets.freezing.targets import top_level_groups, unfreeze
 
 __all__ = ["ULMFIT_LR_FACTOR", "group_params", "resolve_schedule", "unfreeze_group"]
 

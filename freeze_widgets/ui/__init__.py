@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .explorer import FreezeExplorer, ModelBusy, explore
+    from freeze_widgets.ui.explorer import FreezeExplorer, ModelBusy, explore
 
 __all__ = ["FreezeExplorer", "ModelBusy", "explore"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import explorer
+        from freeze_widgets.ui import explorer
 
         return getattr(explorer, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,9 @@
 """The header's live training-memory line, updated on every tick from the counts alone.
 
-Weights, gradients and optimizer state are what :class:`~freeze_widgets.cost.CostModel` sums
-over ``requires_grad``; gradients and state scale with the trainable count the header already
-has, so a tick costs O(1) here (no walk over the parameters). Activations need a forward and
-depend on the batch: they are left to :func:`~freeze_widgets.cost.estimate_cost`, asked for
+Weights, gradients and optimizer state are what :class:`~freeze_widgets.cost.estimate.CostModel`
+sums over ``requires_grad``; gradients and state scale with the trainable count the header already
+has, so a tick costs O(1) here (no walk over the parameters). Activations need a forward and depend
+on the batch: they are left to :func:`~freeze_widgets.cost.estimate.estimate_cost`, asked for
 explicitly (:meth:`FreezeExplorer.cost`), never on the tick path.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import replace
 
 from torch import nn
 
-from ..cost import STATES_PER_ELEMENT, CostEstimate, CostModel
-from ..tree import ParamCounts
-from .messages import one_line
+from freeze_widgets.cost.estimate import STATES_PER_ELEMENT, CostEstimate, CostModel
+from freeze_widgets.tree import ParamCounts
+from freeze_widgets.ui.messages import one_line
 
 __all__ = ["LiveCost"]
 

@@ -12,21 +12,23 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from ..cost import CostEstimate, estimate_cost
-from ..models import WEIGHTS_HINT_ATTR, load_model, weights_source
-from ..spec import FreezeSpec
-from ..tree import ModuleTree, Node, NodeState, ParamCounts
-from .background import BusyState
-from .cost_line import LiveCost
-from .export_panel import ExportPanel
-from .finetune_panel import FineTunePanel
-from .header import Header, weights_notice
-from .lifecycle import close_widget_tree, current_cell_id, remember, take_previous
-from .messages import MessageArea
-from .panels_host import PanelsHost, is_meta
-from .payload import filter_visible
-from .toolbar import Toolbar
-from .tree_widget import TreeWidget
+from freeze_widgets.base.checks import on_meta_device
+from freeze_widgets.cost.estimate import CostEstimate, estimate_cost
+from freeze_widgets.freezing.spec import FreezeSpec
+from freeze_widgets.models.vision import load_model
+from freeze_widgets.models.weights import WEIGHTS_HINT_ATTR, weights_source
+from freeze_widgets.tree import ModuleTree, Node, NodeState, ParamCounts
+from freeze_widgets.ui.background import BusyState
+from freeze_widgets.ui.cost_line import LiveCost
+from freeze_widgets.ui.export_panel import ExportPanel
+from freeze_widgets.ui.finetune_panel import FineTunePanel
+from freeze_widgets.ui.header import Header, weights_notice
+from freeze_widgets.ui.lifecycle import close_widget_tree, current_cell_id, remember, take_previous
+from freeze_widgets.ui.messages import MessageArea
+from freeze_widgets.ui.panels_host import PanelsHost
+from freeze_widgets.ui.payload import filter_visible
+from freeze_widgets.ui.toolbar import Toolbar
+from freeze_widgets.ui.tree_widget import TreeWidget
 
 __all__ = ["FreezeExplorer", "ModelBusy", "explore"]
 
@@ -112,7 +114,7 @@ class FreezeExplorer(widgets.VBox):
             self._busy,
             on_finetune_finished=self._on_finetune_finished,
             get_bn_policy=lambda: self.bn_policy,
-            meta=is_meta(model),
+            meta=on_meta_device(model),
         )
         self.open_finetune = self.panels.open_finetune
         self.open_export = self.panels.open_export

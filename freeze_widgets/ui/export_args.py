@@ -15,7 +15,7 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from .._helpers import named_parameters_of
+from freeze_widgets.base.modules import named_parameters_of
 
 __all__ = [
     "ArgRow",

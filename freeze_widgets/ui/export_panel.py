@@ -14,10 +14,11 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from ..export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
-from ..netron import NetronView, open_view
-from .background import BackgroundWork
-from .export_args import (
+from freeze_widgets.base.checks import on_meta_device
+from freeze_widgets.export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
+from freeze_widgets.graph.netron import NetronView, open_view
+from freeze_widgets.ui.background import BackgroundWork
+from freeze_widgets.ui.export_args import (
     ArgRow,
     default_input_shape,
     example_text,
@@ -29,9 +30,13 @@ from .export_args import (
     parse_shape,
     positional_parameter,
 )
-from .messages import MessageArea
-from .netron_view import colab_output
-from .panel_common import busy_line, close_widget_tree, meta_tooltip, on_meta_device
+from freeze_widgets.ui.lifecycle import close_widget_tree
+from freeze_widgets.ui.messages import MessageArea
+from freeze_widgets.ui.netron_view import colab_output
+from freeze_widgets.ui.panel_common import (
+    busy_line,
+    meta_tooltip,
+)
 
 __all__ = [
     "ExportPanel",

@@ -18,21 +18,24 @@ from typing import Any
 import ipywidgets as widgets
 from torch import nn
 
-from ..distributed import check_distributed
-from ..findings import Finding
-from ..training import (
+from freeze_widgets.base.checks import on_meta_device
+from freeze_widgets.checks.findings import Finding
+from freeze_widgets.checks.preflight import check_distributed
+from freeze_widgets.data.synthetic import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_SYNTHETIC_CLASSES,
     DEFAULT_SYNTHETIC_N,
-    FineTuneReport,
-    StepEvent,
-    VerificationRow,
-    finetune,
 )
-from .background import BackgroundWork
-from .messages import MessageArea
-from .panel_common import busy_line, close_widget_tree, meta_tooltip, on_meta_device
-from .plot_svg import plot_svg
+from freeze_widgets.run import finetune
+from freeze_widgets.training import FineTuneReport, StepEvent, VerificationRow
+from freeze_widgets.ui.background import BackgroundWork
+from freeze_widgets.ui.lifecycle import close_widget_tree
+from freeze_widgets.ui.messages import MessageArea
+from freeze_widgets.ui.panel_common import (
+    busy_line,
+    meta_tooltip,
+)
+from freeze_widgets.ui.plot_svg import plot_svg
 
 __all__ = ["FineTunePanel", "data_description", "figures_html", "verification_html"]
 

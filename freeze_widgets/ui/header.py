@@ -7,7 +7,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..tree import ParamCounts, percent
+from freeze_widgets.tree import ParamCounts, percent
 
 __all__ = ["Header", "weights_notice"]
 
@@ -35,8 +35,8 @@ def _checkpoint_hint(model_name: str | None) -> str:
 def weights_notice(source: str, model_name: str | None = None, hint: str | None = None) -> str:
     """One plain line about where the weights came from, or "" when nothing needs saying.
 
-    ``source`` is :func:`~freeze_widgets.models.weights_source`; its raw reason (for example a
-    ``URLError``) stays out of the line, which says what happened and how to fix it.
+    ``source`` is :func:`~freeze_widgets.models.weights.weights_source`; its raw reason (for example
+    a ``URLError``) stays out of the line, which says what happened and how to fix it.
     """
     if source.startswith(_RANDOM):
         how = hint or _checkpoint_hint(model_name)

@@ -8,13 +8,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from freeze_widgets.base.wording import one_line
+
 __all__ = ["MessageArea", "one_line"]
-
-
-def one_line(exc: BaseException) -> str:
-    """``ValueError: No module matches 'x' ...`` on a single line."""
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"
 
 
 class MessageArea(widgets.HTML):

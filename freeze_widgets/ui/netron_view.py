@@ -1,6 +1,7 @@
 """Show a Netron server inside a notebook: an IFrame locally or behind a hub, Colab's own frame.
 
-The server itself (start, stop, the URL a browser can reach) is core: :mod:`freeze_widgets.netron`.
+The server itself (start, stop, the URL a browser can reach) is core:
+:mod:`freeze_widgets.graph.netron`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import os
 import webbrowser
 from typing import Any
 
-from ..netron import NetronServer, start_netron
+from freeze_widgets.graph.netron import NetronServer, start_netron
 
 __all__ = ["ColabFrame", "colab_output", "show_netron"]
 

@@ -8,25 +8,16 @@ from typing import Any
 import ipywidgets as widgets
 from torch import nn
 
-from .background import BusyState
-from .export_panel import ExportPanel
-from .finetune_panel import FineTunePanel
-from .lifecycle import close_created, close_widget_tree, track_created
+from freeze_widgets.ui.background import BusyState
+from freeze_widgets.ui.export_panel import ExportPanel
+from freeze_widgets.ui.finetune_panel import FineTunePanel
+from freeze_widgets.ui.lifecycle import close_created, close_widget_tree, track_created
+from freeze_widgets.ui.panel_common import meta_tooltip
 
-__all__ = ["META_TOOLTIP", "PanelsHost", "is_meta"]
+__all__ = ["META_TOOLTIP", "PanelsHost"]
 
-META_TOOLTIP = (
-    "The model is on the meta device (structure only, no weights), so it cannot be trained or "
-    'exported. Load it with weights: load_model(name) without device="meta", or '
-    'model.to_empty(device="cpu") then model.load_state_dict(state_dict).'
-)
+META_TOOLTIP = meta_tooltip("train or export")
 _STOP_WAIT_S = 2.0
-
-
-def is_meta(model: nn.Module) -> bool:
-    """True when any parameter or buffer is on the meta device (nothing to run)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    return any(t.is_meta for t in tensors)
 
 
 class PanelsHost(widgets.VBox):

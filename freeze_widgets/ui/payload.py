@@ -11,7 +11,7 @@ import fnmatch
 from collections.abc import Iterable
 from typing import Any
 
-from ..tree import ModuleTree, Node
+from freeze_widgets.tree import ModuleTree, Node
 
 __all__ = ["delta_rows", "filter_visible", "node_record", "tree_payload"]
 

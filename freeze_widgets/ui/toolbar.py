@@ -6,7 +6,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..bn import BN_POLICIES
+from freeze_widgets.freezing.bn import BN_POLICIES
 
 __all__ = ["Toolbar"]
 

@@ -9,8 +9,8 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..tree import ModuleTree, Node
-from .payload import delta_rows, tree_payload
+from freeze_widgets.tree import ModuleTree, Node
+from freeze_widgets.ui.payload import delta_rows, tree_payload
 
 __all__ = ["TreeWidget"]
 

@@ -15,16 +15,15 @@ from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parameter import is_lazy
 
-from ._helpers import (
+from freeze_widgets.base.checks import (
     BN_POLICIES,
     BnPolicy,
     check_bn_policy,
-    parent_path,
     require_eager_module,
     require_module,
-    set_submodule,
 )
-from .change import FreezeChange
+from freeze_widgets.base.modules import parent_path, set_submodule
+from freeze_widgets.freezing.change import FreezeChange
 
 __all__ = [
     "BN_POLICIES",

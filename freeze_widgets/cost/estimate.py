@@ -3,7 +3,7 @@
 Weights, gradients and optimizer state are O(parameters) sums over ``requires_grad``.
 Activations are what autograd keeps for backward, and the forward's peak (saved so far plus the
 feature maps alive at that moment), measured once per freeze state with one training-mode
-forward on a meta-device copy (:mod:`freeze_widgets._meta_forward`): nothing is allocated and
+forward on a meta-device copy (:mod:`freeze_widgets.cost.meta_forward`): nothing is allocated and
 the model is not touched. :class:`CostModel` keeps that copy and the per-module
 multiply-accumulate table, so re-estimating after a tick costs one meta forward at most (and
 nothing for a freeze state seen before).
@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._helpers import require_module
-from ._meta_forward import (
+from freeze_widgets.base.checks import require_module
+from freeze_widgets.base.wording import format_bytes
+from freeze_widgets.cost.meta_forward import (
     ForwardMemory,
     Inputs,
     ModuleMacs,
@@ -88,28 +89,21 @@ class CostEstimate:
         return self.weight_bytes + self.grad_bytes + self.optimizer_state_bytes + activations
 
     def summary(self) -> str:
-        """One line, e.g. "training memory about 1.21 GB, 3.4x less than unfrozen"."""
-        line = f"training memory about {_human(self.total_bytes)}"
+        """One line, e.g. "training memory about 1.13 GiB, 3.4x less than unfrozen"."""
+        line = f"training memory about {format_bytes(self.total_bytes)}"
         if self.unfrozen is not None and self.total_bytes > 0:
             saved = self.unfrozen.total_bytes - self.total_bytes
             ratio = self.unfrozen.total_bytes / self.total_bytes
             if ratio >= 1.1:  # a factor reads well from 1.1x on; below it, say what is saved
                 line += f", {ratio:.1f}x less than unfrozen"
             elif saved > 0:
-                line += f", {_human(saved)} less than unfrozen"
+                line += f", {format_bytes(saved)} less than unfrozen"
             else:
                 line += ", the same as unfrozen"
         return line
 
     def __str__(self) -> str:
         return self.summary()
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
 
 
 def _states_per_element(optimizer: object) -> int:
@@ -323,7 +317,7 @@ def estimate_cost(
     Example:
         >>> est = estimate_cost(model, "adamw")
         >>> est.summary()
-        'training memory about 1.21 GB, 3.4x less than unfrozen'
+        'training memory about 1.13 GiB, 3.4x less than unfrozen'
 
     Args:
         model: The model (not run, not changed).

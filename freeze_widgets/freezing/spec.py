@@ -8,10 +8,15 @@ from typing import Any
 
 from torch import nn
 
-from ._helpers import check_bn_policy, require_eager_module, require_module, require_strings
-from .bn import bn_is_frozen, bn_state, iter_batchnorms
-from .change import FreezeChange
-from .freezing import resolve_targets, retarget, select
+from freeze_widgets.base.checks import (
+    check_bn_policy,
+    require_eager_module,
+    require_module,
+    require_strings,
+)
+from freeze_widgets.freezing.bn import bn_is_frozen, bn_state, iter_batchnorms
+from freeze_widgets.freezing.change import FreezeChange
+from freeze_widgets.freezing.targets import resolve_targets, retarget, select
 
 __all__ = ["FreezeSpec", "frozen_paths"]
 

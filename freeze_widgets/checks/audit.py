@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._helpers import require_module
-from .findings import Finding
+from freeze_widgets.base.checks import require_module
+from freeze_widgets.checks.findings import Finding
 
 __all__ = ["audit_optimizer"]
 

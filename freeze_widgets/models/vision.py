@@ -14,29 +14,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import zoo
-from ._helpers import unknown_name_error
+from freeze_widgets.base.wording import unknown_name_error
+from freeze_widgets.models import hub as zoo
+from freeze_widgets.models.weights import (
+    WEIGHTS_HINT_ATTR,
+    PretrainedWeightsUnavailable,
+    offline,
+    record_source,
+    short_reason,
+)
 
-__all__ = ["PretrainedWeightsUnavailable", "load_model", "weights_source"]
+__all__ = ["load_model"]
 
 # Pretrained downloads hang for minutes on a machine that cannot reach the host; cap the wait of
 # each socket operation of this request only (panels run threads: no process-wide timeout).
 _DOWNLOAD_TIMEOUT_S = 20.0
 # torchvision checkpoint names end in the first hex digits of their SHA-256 ("resnet18-f37072fd").
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")
-
-
-# How to get the real weights, on a model that fell back to random ones (the explorer shows it).
-WEIGHTS_HINT_ATTR = "_freeze_widgets_weights_hint"
-
-
-class PretrainedWeightsUnavailable(UserWarning):
-    """Pretrained weights could not be loaded; the model has random weights."""
-
-
-def weights_source(model: nn.Module) -> str:
-    """Where the weights of a model from :func:`load_model` came from (one line)."""
-    return str(getattr(model, "_freeze_widgets_weights", "unknown (not loaded by load_model)"))
 
 
 def load_model(
@@ -86,7 +80,7 @@ def load_model(
             model, source = zoo.load_hf(ref, task=task, pretrained=pretrained, device=where)
     else:
         model, source = _load_torchvision(name, pretrained=pretrained, device=where)
-    setattr(model, "_freeze_widgets_weights", source)  # noqa: B010 (nn.Module's typed __setattr__)
+    record_source(model, source)
     loaded: nn.Module = model.to(where).eval() if where.type != "meta" else model.eval()
     return loaded
 
@@ -136,13 +130,12 @@ def _fetch_state_dict(weights: Any) -> tuple[dict[str, torch.Tensor] | None, str
     filename = weights.url.rsplit("/", 1)[-1]
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
     if not os.path.exists(cached):
-        if zoo.offline():
+        if offline():
             return None, f"offline (FREEZE_WIDGETS_OFFLINE=1) and {filename} not in the hub cache"
         try:
             download(weights.url, cached, timeout=_DOWNLOAD_TIMEOUT_S)
         except Exception as exc:  # network errors come as URLError, OSError, TimeoutError, ...
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return None, f"{type(exc).__name__}: {reason[:160]}"
+            return None, short_reason(exc)
     try:
         # From the cache now: torchvision's own loader, exactly as without a download.
         state = weights.get_state_dict(progress=False, check_hash=True)

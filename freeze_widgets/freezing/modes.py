@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from .._helpers import module_modes
-from ..bn import bn_state, is_batchnorm
+from freeze_widgets.base.modules import module_modes
+from freeze_widgets.freezing.bn import bn_state, is_batchnorm
 
 __all__ = ["modes_restored", "restore_modes_by_policy"]
 
@@ -17,7 +17,7 @@ def restore_modes_by_policy(modes: dict[nn.Module, bool], model: nn.Module) -> N
     """Put every module back in the mode it had (flags set directly: ``.train()`` recurses).
 
     Args:
-        modes: Flags saved by :func:`freeze_widgets._helpers.module_modes` before the run.
+        modes: Flags saved by :func:`freeze_widgets.base.modules.module_modes` before the run.
         model: The model, possibly with modules swapped or added since.
 
     Modules added meanwhile (a new head, a FrozenBatchNorm) take their parent's mode; a

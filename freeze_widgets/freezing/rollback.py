@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 from torch import nn
 
-from .bn import FrozenBatchNorm
+from freeze_widgets.freezing.bn import FrozenBatchNorm
 
 __all__ = ["all_or_nothing", "change_scope"]
 

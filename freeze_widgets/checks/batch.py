@@ -14,22 +14,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from .._helpers import preserved_modes
-from .data import labels_of, split_batch
+from freeze_widgets.base.modules import preserved_modes
+from freeze_widgets.base.wording import first_line
+from freeze_widgets.data.loaders import labels_of, split_batch
 
-__all__ = ["check_materialized", "check_one_batch"]
+__all__ = ["check_one_batch"]
 
 _SAMPLE = 2  # eval mode makes one forward batch-independent; two items keep BatchNorm1d happy
-
-
-def check_materialized(model: nn.Module, action: str) -> None:
-    """A clear error for a structure-only (meta device) model, before anything else."""
-    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
-        raise ValueError(
-            f"cannot {action} a model on the meta device: it has a structure but no weights. "
-            "Load it with weights (load_model(name) without device='meta'), or materialize it "
-            "with model.to_empty(device='cpu') and then model.load_state_dict(...)."
-        )
 
 
 def check_one_batch(model: nn.Module, loader: DataLoader[Any], num_classes: int | None) -> None:
@@ -73,10 +64,9 @@ def _forward_once(model: nn.Module, batch: Any, num_classes: int | None) -> None
         with preserved_modes(model, eval_inside=True), torch.no_grad():
             out = model(x.to(device))
     except Exception as exc:  # any failure means the data does not fit the model
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
             f"the model cannot take the data: one forward pass on inputs of shape "
-            f"{tuple(x.shape)} failed with {type(exc).__name__}: {first[:200]}. Check the "
+            f"{tuple(x.shape)} failed with {first_line(exc, limit=230)}. Check the "
             "image size and channels (image_size=, or a dataset shaped like the model's input)."
         ) from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 2:

@@ -9,8 +9,6 @@ come from the local cache (or folder) when present; otherwise a download is trie
 from __future__ import annotations
 
 import contextlib
-import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._helpers import unknown_name_error
+from freeze_widgets.base.wording import unknown_name_error
+from freeze_widgets.models.weights import (
+    WeightsUnavailable,
+    offline,
+    random_source,
+    short_reason,
+    warn_random,
+    with_hint,
+)
 
 # transformers task -> the Auto class that builds it.
 HF_TASKS: dict[str, str] = {
@@ -32,15 +38,6 @@ HF_TASKS: dict[str, str] = {
     "image-classification": "AutoModelForImageClassification",
 }
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
-
-
-class WeightsUnavailable(Exception):
-    """Internal: pretrained weights could not be had; the message says why."""
-
-
-def offline() -> bool:
-    """``FREEZE_WIDGETS_OFFLINE=1``: never try a download."""
-    return os.environ.get("FREEZE_WIDGETS_OFFLINE", "").lower() in {"1", "true", "yes"}
 
 
 def _require(package: str) -> Any:
@@ -70,11 +67,6 @@ def _hub_offline(enabled: bool) -> Iterator[None]:
         hub_constants.HF_HUB_OFFLINE = old
 
 
-def _short_reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
-
-
 # ------------------------------------------------------------------------------------- timm
 
 
@@ -95,8 +87,10 @@ def load_timm(name: str, *, pretrained: bool, device: torch.device) -> tuple[nn.
         model, source = _timm_pretrained(timm, name)
     except WeightsUnavailable as why:
         how = f"run timm.create_model({name!r}, pretrained=True) once online (it fills the cache)"
-        _warn_random(f"timm:{name}", str(why), how)
-        return _with_hint(timm.create_model(name, pretrained=False), how), _random_source(why)
+        warn_random(f"timm:{name}", str(why), how)
+        return with_hint(
+            timm.create_model(name, pretrained=False), f"To use them: {how}."
+        ), random_source(why)
     return model, source
 
 
@@ -116,7 +110,7 @@ def _timm_pretrained(timm: Any, name: str) -> tuple[nn.Module, str]:
     try:
         model = timm.create_model(name, pretrained=True)
     except Exception as exc:  # network errors arrive as many types
-        raise WeightsUnavailable(_short_reason(exc)) from exc
+        raise WeightsUnavailable(short_reason(exc)) from exc
     return model, f"pretrained {hub_id or name} (downloaded)"
 
 
@@ -155,8 +149,8 @@ def load_hf(
         model = _hf_pretrained(auto, ref)
     except WeightsUnavailable as why:
         how = "save the model with model.save_pretrained(folder), then load hf:<folder>"
-        _warn_random(f"hf:{ref}", str(why), how)
-        return _with_hint(auto.from_config(config), how), _random_source(why)
+        warn_random(f"hf:{ref}", str(why), how)
+        return with_hint(auto.from_config(config), f"To use them: {how}."), random_source(why)
     return model, f"pretrained {ref}"
 
 
@@ -167,7 +161,7 @@ def _hf_config(transformers: Any, ref: str) -> Any:
             return transformers.AutoConfig.from_pretrained(str(local) if local.is_dir() else ref)
     except Exception as exc:  # OSError / ValueError / connection errors
         raise ValueError(
-            f"No transformers config for {ref!r} ({_short_reason(exc)}). Give a local folder "
+            f"No transformers config for {ref!r} ({short_reason(exc)}). Give a local folder "
             "with config.json (model.save_pretrained(folder) or config.save_pretrained(folder)), "
             "or fetch it once online with transformers.AutoConfig.from_pretrained(repo_id) so it "
             "is in the Hugging Face cache (FREEZE_WIDGETS_OFFLINE=1 forbids downloads)."
@@ -182,36 +176,8 @@ def _hf_pretrained(auto: Any, ref: str) -> nn.Module:
         with _hub_offline(offline() or local.is_dir()):
             model: nn.Module = auto.from_pretrained(str(local) if local.is_dir() else ref)
     except Exception as exc:  # missing cache entries and network errors
-        raise WeightsUnavailable(_short_reason(exc)) from exc
+        raise WeightsUnavailable(short_reason(exc)) from exc
     return model
-
-
-def _random_source(why: WeightsUnavailable) -> str:
-    """The weights_source text of a model that fell back to random weights."""
-    return f"random: pretrained weights unavailable ({why})"
-
-
-def _with_hint(model: nn.Module, how: str) -> nn.Module:
-    """Record how to get the real weights, for the explorer's header."""
-    from .models import WEIGHTS_HINT_ATTR
-
-    setattr(model, WEIGHTS_HINT_ATTR, f"To use them: {how}.")
-    return model
-
-
-def _warn_random(what: str, why: str, how: str) -> None:
-    warnings.warn(
-        f"{what}: pretrained weights unavailable ({why}); using RANDOM weights. "
-        f"To use them offline: {how}.",
-        _weights_warning(),
-        stacklevel=4,
-    )
-
-
-def _weights_warning() -> type[Warning]:
-    from .models import PretrainedWeightsUnavailable
-
-    return PretrainedWeightsUnavailable
 
 
 # ------------------------------------------------------------------------- torchvision, meta

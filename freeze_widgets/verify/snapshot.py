@@ -1,7 +1,7 @@
 """Cheap exact snapshots of tensors that must not move, and per-tensor comparison rows.
 
-Used by :class:`~freeze_widgets.guard.FreezeGuard` after every optimizer step, and usable by any
-training loop that wants a verification table (``path, kind, moved, max diff``).
+Used by :class:`~freeze_widgets.verify.guard.FreezeGuard` after every optimizer step, and usable
+by any training loop that wants a verification table (``path, kind, moved, max diff``).
 
 Fingerprint choice (cheap enough to leave on, exact enough to trust): the tensor's raw bits are
 viewed as integers of the same width (so ``-0.0`` vs ``0.0`` and NaN payloads count as changes),
@@ -28,8 +28,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .bn import bn_is_frozen, iter_batchnorms
-from .bn import bn_state as _bn_state
+from freeze_widgets.freezing.bn import bn_is_frozen, iter_batchnorms
+from freeze_widgets.freezing.bn import bn_state as _bn_state
 
 __all__ = ["Fingerprint", "TensorCheck", "TensorSnapshot", "fingerprint"]
 

@@ -3,8 +3,8 @@
 Public functions are thin wrappers over one worker, :func:`apply_freeze`, that takes an already
 resolved set of parameters and BatchNorm layers. Target resolution (dotted paths, glob patterns)
 and every other check happen up front and raise before anything is touched, so a bad call never
-leaves a model half-changed. BatchNorm policies live in :mod:`freeze_widgets.bn`, FreezeSpec in
-:mod:`freeze_widgets.spec`.
+leaves a model half-changed. BatchNorm policies live in :mod:`freeze_widgets.freezing.bn`,
+FreezeSpec in :mod:`freeze_widgets.freezing.spec`.
 """
 
 from __future__ import annotations
@@ -12,23 +12,18 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-if TYPE_CHECKING:  # typed re-export; at run time __getattr__ below avoids the import cycle
-    from .spec import FreezeSpec  # noqa: F401
-
-from ._helpers import (
+from freeze_widgets.base.checks import (
     check_bn_policy,
-    close_matches,
     require_eager_module,
     require_module,
     require_strings,
 )
-from ._rollback import all_or_nothing, change_scope
-from .bn import (
+from freeze_widgets.base.wording import close_matches
+from freeze_widgets.freezing.bn import (
     BN_POLICIES,
     FrozenBatchNorm,
     apply_bn_policy,
@@ -39,7 +34,8 @@ from .bn import (
     iter_batchnorms,
     set_bn_policy,
 )
-from .change import FreezeChange
+from freeze_widgets.freezing.change import FreezeChange
+from freeze_widgets.freezing.rollback import all_or_nothing, change_scope
 
 __all__ = [
     "BN_POLICIES",
@@ -412,13 +408,3 @@ def freeze_through(model: nn.Module, path: str, *, bn: str = "eval") -> FreezeCh
             raise _unknown_target_error(path, model) from None
     head, tail = _split_at(model, path)
     return retarget(model, tail, head, bn)
-
-
-def __getattr__(name: str) -> object:
-    # FreezeSpec lives in spec.py (which imports this module); it stays importable from here, as
-    # it always was, without an import cycle.
-    if name == "FreezeSpec":
-        from .spec import FreezeSpec
-
-        return FreezeSpec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

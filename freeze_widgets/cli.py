@@ -15,12 +15,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..spec import FreezeSpec
-from .job import JobConfig
+from freeze_widgets.data.synthetic import DEFAULT_SYNTHETIC_CLASSES
+from freeze_widgets.distributed.job import JobConfig
+from freeze_widgets.freezing.spec import FreezeSpec
 
 __all__ = ["build_parser", "main"]
-
-_SYNTHETIC_CLASSES = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +70,7 @@ def _num_classes(args: argparse.Namespace) -> int:
     if args.num_classes is not None:
         return int(args.num_classes)
     if args.data is None:
-        return _SYNTHETIC_CLASSES
+        return DEFAULT_SYNTHETIC_CLASSES
     return sum(1 for p in Path(args.data).iterdir() if p.is_dir())
 
 
@@ -98,13 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         schedule=_schedule(args.unfreeze),
         timeout_s=args.timeout,
     )
-    from .worker import run_job
+    from freeze_widgets.distributed.worker import run_job
 
     try:
         data = run_job(job)
         if data is None:  # not rank 0
             return 0
-        from .report import DistributedFineTuneReport
+        from freeze_widgets.distributed.report import DistributedFineTuneReport
 
         report = DistributedFineTuneReport.from_dict(data)
         data = {"ok": report.ok, "summary": report.summary(), **data}

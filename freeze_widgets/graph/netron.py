@@ -10,14 +10,14 @@ The server always binds 127.0.0.1 (never 0.0.0.0). What differs by environment i
 * on Colab: ``google.colab.output.serve_kernel_port_as_iframe(port)``.
 
 Showing the server in a notebook (``show_netron``) needs IPython and lives in
-:mod:`freeze_widgets.ui.netron_view`; ``freeze_widgets.netron.show_netron`` still resolves to it.
+:mod:`freeze_widgets.ui.netron_view`.
 
-Isolation (docs/design.md, trap 15): netron's own server keeps its content in a class attribute
-and serves the model's whole folder, so we run our own small server per model file
-(:mod:`freeze_widgets._netron_http`): Netron's static page from the installed package, the model,
-the files it references (ONNX external data) and nothing else; requests with a foreign ``Host``
-get 403. Widgets hold a server through a :class:`NetronView` (:func:`open_view`); the server stops
-when its last view closes.
+Isolation (docs/design.md, trap 15): netron's own server keeps its content in a class attribute and
+serves the model's whole folder, so we run our own small server per model file
+(:mod:`freeze_widgets.graph.netron_http`): Netron's static page from the installed package, the
+model, the files it references (ONNX external data) and nothing else; requests with a foreign
+``Host`` get 403. Widgets hold a server through a :class:`NetronView` (:func:`open_view`); the
+server stops when its last view closes.
 
 Telemetry: the ``netron`` package (checked: 9.x) has no option to turn off the page's consent
 prompt or its analytics; both live in the served JavaScript.
@@ -27,16 +27,14 @@ The ``netron`` package is imported only when a server is started (for its static
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ._netron_http import ModelHTTPServer
+from freeze_widgets.graph.netron_http import ModelHTTPServer
 
 __all__ = [
     "BASE_URL_ENV",
@@ -261,16 +259,3 @@ def view_count(path: str | os.PathLike[str]) -> int:
     with _lock:
         entry = _servers.get(Path(path).resolve())
         return 0 if entry is None else len(entry.views)
-
-
-def __getattr__(name: str) -> Any:
-    # show_netron displays through IPython, so it lives in the UI layer; kept importable here.
-    if name == "show_netron":
-        from .ui.netron_view import show_netron
-
-        return show_netron
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# Daemon threads would die with the interpreter anyway; stopping closes the sockets cleanly.
-atexit.register(stop_netron)

@@ -1,8 +1,8 @@
 """FreezeGuard: prove, during a user's own training, that frozen weights stayed frozen.
 
-The guard fingerprints the frozen tensors (see :mod:`freeze_widgets.snapshot`) and re-checks them
-after every ``optimizer.step()`` (a step post-hook) or once at exit. When one moved it names the
-cause it can establish from the optimizer and the model (docs/design.md, traps 1 and 2).
+The guard fingerprints the frozen tensors (see :mod:`freeze_widgets.verify.snapshot`) and re-checks
+them after every ``optimizer.step()`` (a step post-hook) or once at exit. When one moved it names
+the cause it can establish from the optimizer and the model (docs/design.md, traps 1 and 2).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ._helpers import require_module
-from .bn import iter_batchnorms
-from .snapshot import TensorCheck, TensorSnapshot, _Entry
+from freeze_widgets.base.checks import require_module
+from freeze_widgets.freezing.bn import iter_batchnorms
+from freeze_widgets.verify.snapshot import TensorCheck, TensorSnapshot, _Entry
 
 __all__ = ["FreezeGuard", "FrozenWeightMoved", "GuardReport", "Violation"]
 

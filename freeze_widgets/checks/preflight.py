@@ -17,9 +17,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from .._helpers import require_module
-from ..bn import bn_state
-from ..findings import Finding
+from freeze_widgets.base.checks import require_module
+from freeze_widgets.checks.findings import Finding
+from freeze_widgets.freezing.bn import bn_state
 
 __all__ = ["STRATEGIES", "Strategy", "check_distributed"]
 
@@ -36,7 +36,7 @@ def check_distributed(
 ) -> list[Finding]:
     """Preflight a frozen model for distributed training; the model is left untouched.
 
-    Checks (each a :class:`~freeze_widgets.findings.Finding` ``kind``):
+    Checks (each a :class:`~freeze_widgets.checks.findings.Finding` ``kind``):
 
     * ``unused_trainable`` (ddp): trainable parameters that get no gradient in one sample
       forward/backward, which DDP only tolerates with ``find_unused_parameters=True``;

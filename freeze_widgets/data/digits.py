@@ -4,31 +4,21 @@ scikit-learn ships the UCI digits (1,797 grey images, 8x8 pixels, values 0..16) 
 package, so :func:`digits_dataset` works without any download. It gives a fixed train/test
 split, few-shot subsets (``per_class``), a subset of the classes relabelled ``0..k-1``, an
 optional resize and a 3-channel copy so torchvision models accept the images.
-
-:func:`named_dataset` maps a name (``"digits"``, ``"synthetic"``) to a dataset, which is what
-lets ``finetune(model, "digits")`` and the explorer's fine-tune panel pick data by name.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch.nn import functional as F
-from torch.utils.data import Dataset
 
-__all__ = [
-    "DATASET_NAMES",
-    "DIGITS_TEST_FRACTION",
-    "InMemoryImages",
-    "LabelledImages",
-    "digits_dataset",
-    "finetune_dataset",
-    "named_dataset",
-]
+from freeze_widgets.data.images import LabelledImages
+
+__all__ = ["DIGITS_TEST_FRACTION", "digits_dataset"]
 
 Split = Literal["train", "test", "all"]
 _SPLITS: tuple[str, ...] = ("train", "test", "all")
@@ -39,56 +29,6 @@ DIGITS_TEST_FRACTION = 0.3
 # The train/test split is drawn once with this seed, never with the caller's: a test image
 # must never become a training image because a different seed was asked for.
 _SPLIT_SEED = 20_240_601
-
-
-class InMemoryImages(Dataset[tuple[torch.Tensor, int]]):
-    """Images and labels held in memory, readable by ``finetune`` without iterating.
-
-    The base of :class:`LabelledImages` (digits) and
-    :class:`~freeze_widgets.training.SyntheticShapes`.
-
-    Attributes:
-        images: ``(n, channels, size, size)`` float tensor.
-        targets: ``(n,)`` int64 labels in ``0 .. len(classes) - 1``.
-        classes: One readable name per label.
-    """
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> None:
-        self.images = images
-        self.targets = targets
-        self.classes = classes
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return int(self.targets.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], int(self.targets[index])
-
-
-class LabelledImages(InMemoryImages):
-    """Images and labels held in memory, with each image's row in its source collection.
-
-    Attributes:
-        images: ``(n, channels, size, size)`` float tensor.
-        targets: ``(n,)`` int64 labels in ``0 .. len(classes) - 1``.
-        classes: One readable name per label.
-        indices: ``(n,)`` int64 row of each image in the source collection (for digits, the
-            row in ``sklearn.datasets.load_digits()``), so splits can be checked for overlap.
-    """
-
-    def __init__(
-        self, images: torch.Tensor, targets: torch.Tensor, classes: list[str], indices: torch.Tensor
-    ) -> None:
-        super().__init__(images, targets, classes)
-        self.indices = indices
-
-    def __repr__(self) -> str:
-        c, h, w = self.images.shape[1:]
-        return f"LabelledImages(n={len(self)}, classes={self.classes}, {c}x{h}x{w})"
 
 
 @lru_cache(maxsize=1)
@@ -211,52 +151,3 @@ def digits_dataset(
     return LabelledImages(
         x.contiguous(), relabel[labels[chosen]], [str(d) for d in digits], chosen.clone()
     )
-
-
-def _synthetic(**kwargs: Any) -> Dataset[Any]:
-    # Imported here: training imports this module to resolve dataset names.
-    from .training import synthetic_dataset
-
-    return synthetic_dataset(**kwargs)
-
-
-_REGISTRY: dict[str, Callable[..., Dataset[Any]]] = {
-    "digits": digits_dataset,
-    "synthetic": _synthetic,
-}
-
-#: The names :func:`named_dataset` (and ``finetune(model, name)``) understand.
-DATASET_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-
-
-def named_dataset(name: str, **kwargs: Any) -> Dataset[Any]:
-    """A dataset by name; ``kwargs`` go to its factory.
-
-    ``"digits"`` is :func:`digits_dataset`; ``"synthetic"`` is
-    :func:`freeze_widgets.training.synthetic_dataset`.
-
-    Raises:
-        TypeError: ``name`` is not a string.
-        ValueError: an unknown name (the message lists the known ones).
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a dataset name (str); got {type(name).__name__}")
-    factory = _REGISTRY.get(name.lower())
-    if factory is None:
-        known = ", ".join(repr(n) for n in DATASET_NAMES)
-        raise ValueError(
-            f"unknown dataset {name!r}; known names: {known} (or pass a torch Dataset, a "
-            "DataLoader or an ImageFolder directory)"
-        )
-    return factory(**kwargs)
-
-
-def finetune_dataset(name: str, *, image_size: int, seed: int = 0) -> Dataset[Any]:
-    """The training data ``finetune(model, name)`` uses: images a torchvision model accepts.
-
-    Digits come as the train split in 3 channels at ``image_size``; synthetic images use their
-    defaults at ``image_size``. The test split of the digits stays unseen, for evaluation.
-    """
-    if isinstance(name, str) and name.lower() == "digits":
-        return digits_dataset(split="train", image_size=image_size, seed=seed, channels=3)
-    return named_dataset(name, image_size=image_size, seed=seed)

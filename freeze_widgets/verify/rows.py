@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from ..snapshot import TensorCheck, TensorSnapshot
-from .report import VerificationRow, VerificationStatus
+from freeze_widgets.training.report import VerificationRow, VerificationStatus
+from freeze_widgets.verify.snapshot import TensorCheck, TensorSnapshot
 
 __all__ = ["snapshot", "verify"]
 
@@ -20,8 +20,8 @@ __all__ = ["snapshot", "verify"]
 def snapshot(model: nn.Module) -> TensorSnapshot:
     """Every parameter (with its frozen flag) and every BatchNorm buffer (with its policy).
 
-    The same snapshot the :class:`~freeze_widgets.guard.FreezeGuard` uses (one mechanism), with
-    full copies kept so the report can say how far a tensor moved.
+    The same snapshot the :class:`~freeze_widgets.verify.guard.FreezeGuard` uses (one mechanism),
+    with full copies kept so the report can say how far a tensor moved.
     """
     return TensorSnapshot.take(model, scope="all", keep_copies=True)
 

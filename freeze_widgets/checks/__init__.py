@@ -1,0 +1,1 @@
+"""Checks that find problems before or after a run: optimizer audit, preflight, batch checks."""

@@ -1,0 +1,1 @@
+"""Datasets that work offline: synthetic shapes, scikit-learn digits, ImageFolder; loaders."""

@@ -1,0 +1,1 @@
+"""Freezing: targets (paths, globs), BatchNorm policies, preserved modes, rollback, FreezeSpec."""

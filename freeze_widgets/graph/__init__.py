@@ -1,0 +1,1 @@
+"""The graph view: Netron for an exported model."""

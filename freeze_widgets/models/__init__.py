@@ -1,0 +1,1 @@
+"""Model loading: torchvision names, timm and transformers hubs, the weights/offline leaf."""

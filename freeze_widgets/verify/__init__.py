@@ -1,0 +1,1 @@
+"""The proof that frozen tensors held: snapshots, verification rows, FreezeGuard."""
