@@ -45,13 +45,11 @@ def format_bytes(n: float) -> str:
 
     One convention for every panel (powers of 1024, IEC names), three significant digits.
     """
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
+    value, unit = float(n), "B"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024:
             break
-        value /= 1024
-    else:
-        unit = "TiB"
+        value, unit = value / 1024, larger
     if unit == "B":
         return f"{value:.0f} B"
     digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
