@@ -73,11 +73,12 @@ def test_image_default_input_and_frozen_prefix_saves_nothing_below() -> None:
         nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 224 * 224, 2)
     )
     est = estimate_cost(model)
-    # Conv input 3*224*224, ReLU output 2*224*224 (Flatten's view of it is free).
-    assert est.activation_bytes == 4 * (3 + 2) * 224 * 224
-    assert any("(1, 3, 224, 224)" in a for a in est.assumptions)
+    # A batch of 2 (BatchNorm in train mode refuses 1): conv input 3*224*224 and ReLU output
+    # 2*224*224 per image (Flatten's view of it is free).
+    assert est.activation_bytes == 2 * 4 * (3 + 2) * 224 * 224
+    assert any("(2, 3, 224, 224)" in a for a in est.assumptions), est.assumptions
     freeze(model, "0")
-    assert estimate_cost(model).activation_bytes == 4 * 2 * 224 * 224
+    assert estimate_cost(model).activation_bytes == 2 * 4 * 2 * 224 * 224
     assert "less than unfrozen" in estimate_cost(model).summary()
 
 

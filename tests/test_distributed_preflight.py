@@ -83,9 +83,27 @@ def test_unused_trainable_is_named_and_fixed_by_freezing_it() -> None:
     assert check_distributed(m, "fsdp", example_inputs=x) == []
 
 
+class _TokenModel(nn.Module):
+    """Token ids in: no default input can be guessed for an Embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.aux = nn.Linear(8, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(ids)
+
+
 def test_unused_check_without_inputs_says_it_was_skipped() -> None:
-    found = check_distributed(_WithUnusedBranch(), "ddp")
+    found = check_distributed(_TokenModel(), "ddp")
     assert _kinds(found) == [("unused_check_skipped", "")]
+
+
+def test_unused_check_guesses_a_feature_vector_for_a_linear_model() -> None:
+    # The default input rule (base.modules.default_input_shape): (2, in_features).
+    found = check_distributed(_WithUnusedBranch(), "ddp")
+    assert _kinds(found) == [("unused_trainable", "aux")]
 
 
 def test_fsdp1_mixed_unit_names_the_child() -> None:

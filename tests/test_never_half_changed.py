@@ -324,7 +324,7 @@ def test_a_failure_inside_the_worker_is_rolled_back(
     policy: str, entry: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The BatchNorm step fails after parameters flipped and layers changed: all undone."""
-    from freeze_widgets import freezing
+    from freeze_widgets.freezing import targets as freezing
 
     real = freezing.apply_bn_policy
 

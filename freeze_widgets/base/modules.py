@@ -61,3 +61,40 @@ def is_variadic(parameter: inspect.Parameter) -> bool:
 def named_parameters_of(fn: Callable[..., Any]) -> list[inspect.Parameter]:
     """The named (not ``*args`` / ``**kwargs``) parameters of ``fn``'s signature, in order."""
     return [p for p in inspect.signature(fn).parameters.values() if not is_variadic(p)]
+
+
+# Spatial/temporal sizes of the example input per convolution rank (conv1d: a sequence, conv3d:
+# a short clip); an image's side comes from the model when it says (see model_image_size).
+_CONV_EXTENT = {nn.Conv1d: (128,), nn.Conv3d: (8, 64, 64)}
+
+
+def model_image_size(model: nn.Module) -> int | None:
+    """The input side a model declares: timm's ``pretrained_cfg``, a transformers config."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and isinstance(cfg.get("input_size"), (tuple, list)):
+        return int(cfg["input_size"][-1])
+    size = getattr(getattr(model, "config", None), "image_size", None)
+    if isinstance(size, (tuple, list)) and size:
+        size = size[-1]
+    return int(size) if isinstance(size, int) and size > 0 else None
+
+
+def default_input_shape(
+    model: nn.Module, *, batch: int = 2, image_size: int | None = None
+) -> tuple[int, ...] | None:
+    """The one default example-input rule: the shape the model's first weighted layer takes.
+
+    The first module that holds parameters decides: a ``Conv2d`` gets images of side
+    ``image_size`` (else the model's declared size, else 224), ``Conv1d``/``Conv3d`` a sequence
+    or a clip, a ``Linear`` a feature vector. Anything else (an ``Embedding`` wants token ids)
+    has no default: None. The batch defaults to 2 because exporters specialise size-1 dims.
+    """
+    first = next((m for m in model.modules() if next(m.parameters(False), None) is not None), None)
+    if isinstance(first, nn.Conv2d):
+        side = image_size or model_image_size(model) or 224
+        return (batch, first.in_channels, side, side)
+    if isinstance(first, (nn.Conv1d, nn.Conv3d)):
+        return (batch, first.in_channels, *_CONV_EXTENT[type(first)])
+    if isinstance(first, nn.Linear):
+        return (batch, first.in_features)
+    return None

@@ -18,8 +18,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from freeze_widgets.base.checks import require_module
+from freeze_widgets.base.modules import default_input_shape
 from freeze_widgets.checks.findings import Finding
-from freeze_widgets.freezing.bn import bn_state
+from freeze_widgets.freezing.bn import bn_is_frozen, bn_state
 
 __all__ = ["STRATEGIES", "Strategy", "check_distributed"]
 
@@ -109,14 +110,13 @@ def _wrapped_finding() -> Finding:
 
 
 def _default_inputs(model: nn.Module) -> torch.Tensor | None:
-    """A (2, 3, 32, 32) batch when the first layer is a 3-channel Conv2d, else None."""
-    first = next((m for m in model.modules() if next(m.parameters(False), None) is not None), None)
-    if isinstance(first, nn.Conv2d) and first.in_channels == 3:
-        p = first.weight
-        return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(
-            device=p.device, dtype=p.dtype
-        )
-    return None
+    """Small random inputs by the package's one default rule (32 px images: a cheap forward)."""
+    shape = default_input_shape(model, image_size=32)
+    p = next(iter(model.parameters()), None)
+    if shape is None or p is None:
+        return None
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    return x.to(device=p.device, dtype=p.dtype)
 
 
 def _outputs_sum(out: Any) -> torch.Tensor | None:
@@ -207,11 +207,6 @@ def _fsdp1_mixed_units(model: nn.Module) -> list[Finding]:
 # --------------------------------------------------------------------------- (c) SyncBatchNorm
 
 
-def _is_frozen_bn(module: nn.Module) -> bool:
-    params = list(module.parameters())
-    return bool(params) and not any(p.requires_grad for p in params)
-
-
 def _syncbn_findings(model: nn.Module, *, convert: bool) -> list[Finding]:
     findings = []
     fix = (
@@ -219,7 +214,7 @@ def _syncbn_findings(model: nn.Module, *, convert: bool) -> list[Finding]:
         "converting: FreezeSpec.from_model(model).apply(converted)."
     )
     for path, mod in model.named_modules():
-        if isinstance(mod, nn.SyncBatchNorm) and _is_frozen_bn(mod) and bn_state(mod) == "train":
+        if isinstance(mod, nn.SyncBatchNorm) and bn_is_frozen(mod) and bn_state(mod) == "train":
             findings.append(
                 Finding(
                     "syncbn_unfreezes",
@@ -235,7 +230,7 @@ def _syncbn_findings(model: nn.Module, *, convert: bool) -> list[Finding]:
     # Convert a copy and compare: whatever convert_sync_batchnorm does, this sees its effect.
     converted = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
     for path, mod in model.named_modules():
-        if not (isinstance(mod, _BatchNorm) and _is_frozen_bn(mod) and bn_state(mod) != "train"):
+        if not (isinstance(mod, _BatchNorm) and bn_is_frozen(mod) and bn_state(mod) != "train"):
             continue
         if isinstance(mod, nn.SyncBatchNorm):
             continue

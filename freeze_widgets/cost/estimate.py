@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from freeze_widgets.base.checks import require_module
+from freeze_widgets.base.modules import default_input_shape
 from freeze_widgets.base.wording import format_bytes
 from freeze_widgets.cost.meta_forward import (
     ForwardMemory,
@@ -126,11 +127,9 @@ def _states_per_element(optimizer: object) -> int:
 
 
 def default_inputs(model: nn.Module) -> torch.Tensor | None:
-    """(1, 3, 224, 224) for an image model whose first leaf is a Conv2d on 3 channels."""
-    first = next((m for m in model.modules() if not any(True for _ in m.children())), None)
-    if isinstance(first, nn.Conv2d) and first.in_channels == 3:
-        return torch.empty(1, 3, 224, 224, device="meta")
-    return None
+    """Meta-device inputs by the package's one default rule (nothing is allocated)."""
+    shape = default_input_shape(model)
+    return None if shape is None else torch.empty(shape, device="meta")
 
 
 def _is_meta(inputs: Inputs) -> bool:
@@ -176,9 +175,9 @@ class CostModel:
     Args:
         model: The model; it is never run or changed (a meta-device copy is).
         example_inputs: A tensor, a tuple of positional inputs or a dict of keyword inputs
-            (shapes and dtypes matter, values do not). None: (1, 3, 224, 224) for image models
-            whose first layer is a 3-channel Conv2d, otherwise no activations. False: no
-            activations.
+            (shapes and dtypes matter, values do not). None: a batch of 2 by the package's
+            default input rule (``base.modules.default_input_shape``: e.g. (2, 3, 224, 224)
+            for an image model), or no activations when it has none. False: no activations.
         dtype: The training dtype of floating parameters, gradients, state and activations.
     """
 
@@ -204,10 +203,11 @@ class CostModel:
             if found is None:
                 self.assumptions.append(
                     "Activations not estimated: pass example_inputs (one batch) for a model "
-                    "whose first layer is not a 3-channel Conv2d."
+                    "whose first weighted layer is not a Conv or Linear layer."
                 )
             else:
-                self.assumptions.append("Activations for one (1, 3, 224, 224) image.")
+                shape = tuple(found.shape)
+                self.assumptions.append(f"Activations for a default input of shape {shape}.")
             return found
         if not isinstance(example_inputs, (torch.Tensor, tuple, list, dict)):
             raise TypeError(

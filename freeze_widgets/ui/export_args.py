@@ -15,6 +15,7 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
+from freeze_widgets.base.modules import default_input_shape as base_default_shape
 from freeze_widgets.base.modules import named_parameters_of
 
 __all__ = [
@@ -65,17 +66,8 @@ def forward_module(model: nn.Module) -> nn.Module:
 
 
 def default_input_shape(model: nn.Module) -> tuple[int, ...]:
-    """A plausible example shape from the first layer (batch 2: size-1 dims get specialised)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return (2, module.in_channels, 224, 224)
-        if isinstance(module, nn.Conv1d):
-            return (2, module.in_channels, 128)
-        if isinstance(module, nn.Conv3d):
-            return (2, module.in_channels, 8, 64, 64)
-        if isinstance(module, nn.Linear):
-            return (2, module.in_features)
-    return (2, 16)
+    """The package's default example shape, or a feature vector of 16 when it has none."""
+    return base_default_shape(model) or (2, 16)
 
 
 def example_text(name: str, model: nn.Module, shape: tuple[int, ...]) -> str:
