@@ -145,3 +145,19 @@ def model_fingerprint(model: nn.Module) -> dict[str, object]:
         },
         "identity": [id(m) for _, m in model.named_modules(remove_duplicate=False)],
     }
+
+
+_BROWSER_STARTERS = ("launch_chromium", "lab_browser", "require_browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A safety net for the tiers: a test module that can start Chromium is browser and slow.
+
+    ``-m "not browser"`` must leave out everything that starts a browser, even in a module
+    that forgot its marker; such a module imports one of the harness's browser starters.
+    """
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and any(hasattr(module, name) for name in _BROWSER_STARTERS):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)

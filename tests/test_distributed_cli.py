@@ -15,7 +15,8 @@ import torch
 from freeze_widgets import FreezeSpec, freeze, load_model, unfreeze
 from freeze_widgets.cli import main
 
-pytestmark = pytest.mark.timeout(360)
+# Worker processes under torchrun: seconds each, so in the slow tier.
+pytestmark = [pytest.mark.timeout(360), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 

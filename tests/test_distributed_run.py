@@ -19,7 +19,8 @@ from freeze_widgets import freeze
 from freeze_widgets.distributed import DistributedRunError, finetune_distributed
 from tests.distributed_helpers import Misbehaving, tiny_net
 
-pytestmark = pytest.mark.timeout(360)
+# Worker processes under torchrun: seconds each, so in the slow tier.
+pytestmark = [pytest.mark.timeout(360), pytest.mark.slow]
 
 RUN = {"nproc": 2, "image_size": 16, "synthetic_n": 64, "batch_size": 16, "timeout_s": 300}
 

@@ -21,6 +21,9 @@ from freeze_widgets.ui.payload import delta_rows, tree_payload
 
 from .browser_harness import launch_chromium
 
+# Starts Chromium: left out by -m "not browser" (and by the quick tier).
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 ESM = Path(__file__).resolve().parents[1] / "freeze_widgets" / "ui" / "tree.js"
 CSS = ESM.with_name("tree.css")
 

@@ -2,6 +2,7 @@
 # One entry point for a fresh machine (Python >= 3.10, pip, apt):
 #   bash tools/dev.sh lab     set up, then open notebooks/00_quickstart.ipynb in JupyterLab
 #   bash tools/dev.sh test    set up (plus Chromium for the browser test), then run the whole suite
+#   bash tools/dev.sh quick   set up, then the fast tier: no browser, notebook or worker processes
 #   bash tools/dev.sh bench   set up, then run every benchmark in benchmarks/
 #   bash tools/dev.sh setup   only set up (.venv with the package and its dev extra)
 # Extra arguments after `test` go to pytest, after `lab` to JupyterLab.
@@ -58,6 +59,10 @@ case "$cmd" in
     chromium
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  quick)
+    setup
+    exec "$VENV/bin/python" -m pytest -m "not slow and not browser" "$@"
+    ;;
   bench)
     setup
     chromium
@@ -67,7 +72,7 @@ case "$cmd" in
     done
     ;;
   *)
-    echo "usage: bash tools/dev.sh lab|test|bench|setup [args]" >&2
+    echo "usage: bash tools/dev.sh lab|test|quick|bench|setup [args]" >&2
     exit 2
     ;;
 esac
