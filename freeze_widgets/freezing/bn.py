@@ -138,6 +138,10 @@ class FrozenBatchNorm(nn.Module):
         return f"{self.num_features}, eps={self.eps}, frozen {self.original_type}"
 
 
+# The per-layer helpers below take a module the caller already has (from iter_batchnorms or a
+# checked public argument): they do not re-validate it, so one public call validates once.
+
+
 def is_batchnorm(module: nn.Module) -> bool:
     """True for torch BatchNorm layers (1d/2d/3d, SyncBatchNorm) and :class:`FrozenBatchNorm`."""
     return isinstance(module, (_BatchNorm, FrozenBatchNorm))
@@ -145,7 +149,6 @@ def is_batchnorm(module: nn.Module) -> bool:
 
 def bn_state(module: nn.Module) -> BnPolicy:
     """How a BatchNorm layer currently treats its statistics: "frozen", "eval" or "train"."""
-    require_module(module, "module")
     if isinstance(module, FrozenBatchNorm) or isinstance(
         module.__dict__.get("train"), _FrozenInPlace
     ):
@@ -157,7 +160,6 @@ def bn_state(module: nn.Module) -> BnPolicy:
 
 def release_bn(module: nn.Module) -> nn.Module:
     """Undo any policy on a BatchNorm layer; returns the module that should sit in the model."""
-    require_module(module, "module")
     if isinstance(module, FrozenBatchNorm):
         module = module.original
     if isinstance(module.__dict__.get("train"), _StayInEval):
@@ -167,7 +169,6 @@ def release_bn(module: nn.Module) -> nn.Module:
 
 def bn_is_frozen(module: nn.Module) -> bool:
     """A BatchNorm counts as frozen when all its parameters are (or, without any, by policy)."""
-    require_module(module, "module")
     params = list(module.parameters())
     if params:
         return not any(p.requires_grad for p in params)
