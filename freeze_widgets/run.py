@@ -17,7 +17,7 @@ from freeze_widgets.base.checks import require_module
 from freeze_widgets.data.synthetic import DEFAULT_IMAGE_SIZE
 from freeze_widgets.distributed.runner import check_nproc, finetune_distributed
 from freeze_widgets.training.loop import finetune_one_process
-from freeze_widgets.training.options import FineTuneOptions, require_positive_number
+from freeze_widgets.training.options import FineTuneOptions
 from freeze_widgets.training.report import FineTuneReport, StepEvent
 
 __all__ = ["finetune"]
@@ -110,54 +110,24 @@ def finetune(
         True
     """
     require_module(model)
+    if check_nproc(nproc) > 1:
+        given = {"callback": callback, "stop": stop, "augment": augment, "cache": cache_features}
+        used = [name for name, value in given.items() if value not in (None, False)]
+        if used:
+            raise ValueError(f"{', '.join(used)}: single process only; drop them or use nproc=1")
+        # finetune_distributed validates the same options with the same FineTuneOptions.
+        return finetune_distributed(
+            model, data, nproc=nproc, strategy=strategy, epochs=epochs, steps=steps,
+            batch_size=batch_size, lr=lr, optimizer=optimizer, num_classes=num_classes,
+            unfreeze_schedule=unfreeze_schedule, bn=bn, image_size=image_size, seed=seed,
+            timeout_s=timeout_s,
+        )  # fmt: skip
     options = FineTuneOptions.checked(
-        epochs=epochs,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        bn=bn,
+        epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, bn=bn,
         seed=seed,
-    )
-    check_nproc(nproc)
-    if nproc == 1:
-        return finetune_one_process(
-            model,
-            data,
-            options,
-            num_classes=num_classes,
-            callback=callback,
-            unfreeze_schedule=unfreeze_schedule,
-            augment=augment,
-            cache_features=cache_features,
-            image_size=image_size,
-            stop=stop,
-        )
-    given = {
-        "callback": callback,
-        "stop": stop,
-        "augment": augment,
-        "cache_features": cache_features,
-    }
-    used = [name for name, value in given.items() if value not in (None, False)]
-    if used:
-        raise ValueError(
-            f"{', '.join(used)} work in a single process only; drop them or use nproc=1"
-        )
-    return finetune_distributed(
-        model,
-        data,
-        nproc=nproc,
-        strategy=strategy,
-        epochs=options.epochs,
-        steps=options.steps,
-        batch_size=options.batch_size,
-        lr=options.lr,
-        optimizer=options.optimizer,
-        num_classes=num_classes,
-        unfreeze_schedule=unfreeze_schedule,
-        bn=options.bn,
-        image_size=image_size,
-        seed=options.seed,
-        timeout_s=require_positive_number(timeout_s, "timeout_s"),
-    )
+    )  # fmt: skip
+    return finetune_one_process(
+        model, data, options, num_classes=num_classes, callback=callback,
+        unfreeze_schedule=unfreeze_schedule, augment=augment, cache_features=cache_features,
+        image_size=image_size, stop=stop,
+    )  # fmt: skip
