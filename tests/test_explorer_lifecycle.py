@@ -101,7 +101,7 @@ def test_meta_device_model_disables_finetune_and_export() -> None:
     for toggle in (ex.open_finetune, ex.open_export):
         assert toggle.disabled
         assert toggle.tooltip == META_TOOLTIP
-    assert "to_empty" in META_TOOLTIP and 'device="meta"' in META_TOOLTIP
+    assert "to_empty" in META_TOOLTIP and "device='meta'" in META_TOOLTIP
     ex.tick("0")  # exploring and ticking still work
     assert ex.state("0") == "frozen"
     real = FreezeExplorer(make_seq_bn())

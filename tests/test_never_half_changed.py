@@ -23,10 +23,8 @@ from freeze_widgets import (
     unfreeze,
 )
 from freeze_widgets.freezing.bn import (
-    bn_is_frozen,
     bn_state,
     iter_batchnorms,
-    release_bn,
     set_bn_policy,
 )
 from freeze_widgets.freezing.rollback import all_or_nothing
@@ -367,9 +365,6 @@ def _model_calls(bad: Any) -> list[tuple[str, Callable[[], Any]]]:
         ("model", lambda: resolve_targets(bad, ["0"])),
         ("model", lambda: apply_freeze(bad, [], [], {}, frozen=True)),
         ("model", lambda: retarget(bad, Selection([], [], {}), Selection([], [], {}), "eval")),
-        ("module", lambda: bn_state(bad)),
-        ("module", lambda: bn_is_frozen(bad)),
-        ("module", lambda: release_bn(bad)),
     ]
 
 
