@@ -1,6 +1,6 @@
 """Starting the workers through PyTorch's elastic launcher, bounded in time, leaving nothing behind.
 
-The caller starts ``python -m freeze_widgets.distributed._elastic JOB N`` in a new session; that
+The caller starts ``python -m freeze_widgets.distributed.agent JOB N`` in a new session; that
 process runs ``torch.distributed.launcher.api.elastic_launch`` (what torchrun runs), which
 spawns the workers in the same session. A timeout or an interrupt kills the whole session and
 any descendant that left it, so no worker survives. The elastic agent needs the main thread of
@@ -128,7 +128,7 @@ def launch(job: JobConfig, nproc: int, timeout_s: float) -> dict[str, Any]:
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH", "")])])
-    cmd = [sys.executable, "-m", "freeze_widgets.distributed._elastic", str(job_path), str(nproc)]
+    cmd = [sys.executable, "-m", "freeze_widgets.distributed.agent", str(job_path), str(nproc)]
     with open(out / "launcher.out", "wb") as so, open(out / "launcher.err", "wb") as se:
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)
     try:

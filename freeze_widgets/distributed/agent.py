@@ -1,4 +1,4 @@
-"""The launcher process: ``elastic_launch`` (torchrun's engine) runs the workers.
+"""The agent process the launcher starts: ``elastic_launch`` (torchrun's engine) runs the workers.
 
 Kept out of the package ``__init__`` so ``python -m`` runs it without importing it twice.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def main(job_path: str, nproc: int) -> int:
-    """In the launcher process: run the workers with elastic_launch (torchrun's engine)."""
+    """In the agent process: run the workers with elastic_launch (torchrun's engine)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
