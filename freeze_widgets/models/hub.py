@@ -16,12 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from freeze_widgets.base.wording import unknown_name_error
+from freeze_widgets.base.wording import first_line, unknown_name_error
 from freeze_widgets.models.weights import (
     WeightsUnavailable,
     offline,
     random_source,
-    short_reason,
     warn_random,
     with_hint,
 )
@@ -110,7 +109,7 @@ def _timm_pretrained(timm: Any, name: str) -> tuple[nn.Module, str]:
     try:
         model = timm.create_model(name, pretrained=True)
     except Exception as exc:  # network errors arrive as many types
-        raise WeightsUnavailable(short_reason(exc)) from exc
+        raise WeightsUnavailable(first_line(exc, limit=200)) from exc
     return model, f"pretrained {hub_id or name} (downloaded)"
 
 
@@ -161,7 +160,8 @@ def _hf_config(transformers: Any, ref: str) -> Any:
             return transformers.AutoConfig.from_pretrained(str(local) if local.is_dir() else ref)
     except Exception as exc:  # OSError / ValueError / connection errors
         raise ValueError(
-            f"No transformers config for {ref!r} ({short_reason(exc)}). Give a local folder "
+            f"No transformers config for {ref!r} ({first_line(exc, limit=200)}). Give a "
+            "local folder "
             "with config.json (model.save_pretrained(folder) or config.save_pretrained(folder)), "
             "or fetch it once online with transformers.AutoConfig.from_pretrained(repo_id) so it "
             "is in the Hugging Face cache (FREEZE_WIDGETS_OFFLINE=1 forbids downloads)."
@@ -176,7 +176,7 @@ def _hf_pretrained(auto: Any, ref: str) -> nn.Module:
         with _hub_offline(offline() or local.is_dir()):
             model: nn.Module = auto.from_pretrained(str(local) if local.is_dir() else ref)
     except Exception as exc:  # missing cache entries and network errors
-        raise WeightsUnavailable(short_reason(exc)) from exc
+        raise WeightsUnavailable(first_line(exc, limit=200)) from exc
     return model
 
 

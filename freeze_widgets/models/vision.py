@@ -14,14 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from freeze_widgets.base.wording import unknown_name_error
+from freeze_widgets.base.wording import first_line, unknown_name_error
 from freeze_widgets.models import hub as zoo
 from freeze_widgets.models.weights import (
     WEIGHTS_HINT_ATTR,
     PretrainedWeightsUnavailable,
     offline,
     record_source,
-    short_reason,
 )
 
 __all__ = ["load_model"]
@@ -135,12 +134,12 @@ def _fetch_state_dict(weights: Any) -> tuple[dict[str, torch.Tensor] | None, str
         try:
             download(weights.url, cached, timeout=_DOWNLOAD_TIMEOUT_S)
         except Exception as exc:  # network errors come as URLError, OSError, TimeoutError, ...
-            return None, short_reason(exc)
+            return None, first_line(exc, limit=200)
     try:
         # From the cache now: torchvision's own loader, exactly as without a download.
         state = weights.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # a truncated or foreign file in the cache
-        return None, f"{type(exc).__name__} reading {cached}: {str(exc)[:120]}"
+        return None, f"reading {cached}: {first_line(exc, limit=160)}"
     return state, ""
 
 

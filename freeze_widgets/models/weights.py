@@ -7,8 +7,6 @@ import warnings
 
 from torch import nn
 
-from freeze_widgets.base.wording import first_line
-
 # How to get the real weights, on a model that fell back to random ones (the explorer shows it).
 WEIGHTS_HINT_ATTR = "_freeze_widgets_weights_hint"
 # Where the weights came from, one line (read by weights_source).
@@ -35,12 +33,6 @@ def weights_source(model: nn.Module) -> str:
 
 def record_source(model: nn.Module, source: str) -> None:
     setattr(model, WEIGHTS_SOURCE_ATTR, source)
-
-
-def short_reason(exc: BaseException) -> str:
-    """``TypeName: first line`` of an exception, for a weights notice."""
-    text = first_line(exc, limit=160)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def random_source(why: WeightsUnavailable) -> str:
