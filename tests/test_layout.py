@@ -98,3 +98,32 @@ def test_nproc_is_an_int_within_the_machine(nproc: object) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
     with pytest.raises((TypeError, ValueError), match="nproc"):
         finetune(model, nproc=nproc)  # type: ignore[arg-type]
+
+
+def test_byte_figures_read_the_same_in_every_panel() -> None:
+    from dataclasses import MISSING, fields
+
+    from freeze_widgets.cost.estimate import CostEstimate
+    from freeze_widgets.export.report import ExportReport
+
+    size = 46_800_000
+    cost = CostEstimate(
+        weight_bytes=size,
+        grad_bytes=0,
+        optimizer_state_bytes=0,
+        activation_bytes=0,
+        forward_peak_bytes=0,
+        backward_share=0.0,
+    )
+    required = {
+        f.name: None
+        for f in fields(ExportReport)
+        if f.default is MISSING and f.default_factory is MISSING
+    }
+    required.update(input_names=[], output_names=[], bound_names=[], graph_inputs=[])
+    required.update(initializer_count=0, export_seconds=0.0, path=Path("m.onnx"))
+    required.update(exporter="dynamo", file_bytes=size)
+    report = ExportReport(**required)
+    # 46,800,000 B = 44.6 MiB (binary units, labelled): one convention in both panels.
+    assert "44.6 MiB" in cost.summary()
+    assert "44.6 MiB" in str(report)
