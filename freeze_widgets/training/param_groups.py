@@ -255,9 +255,10 @@ def param_groups(
             parameters get no weight decay.
 
     Returns:
-        Groups in depth order, each ``{"params", "param_names", "lr", "lr_scale",
-        "weight_decay", "group"}``; ``lr_scale`` is ``lr`` divided by the top rate, so timm's
-        scheduler, which rewrites ``lr`` from it, gives the same rates.
+        Groups in depth order, each ``{"params", "param_names", "lr", "weight_decay",
+        "group"}`` (``group`` names the depth group). They carry no ``lr_scale``: timm's
+        scheduler multiplies it into each group's own initial ``lr``, so with the rate already
+        set it would apply twice; any scheduler, timm's included, scales the rates set here.
 
     Raises:
         TypeError: an argument of the wrong type (named).
@@ -312,7 +313,6 @@ def _build(model: nn.Module, plan: _Plan, spec: FreezeSpec | None) -> list[dict[
                 "params": [],
                 "param_names": [],
                 "lr": rate,
-                "lr_scale": rate / plan.hi,
                 "weight_decay": wd,
                 "group": labels[i],
             },
