@@ -233,7 +233,7 @@ def test_wrong_types_and_empty_or_frozen_models() -> None:
         param_groups(overlapping(), "1e-3")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="lr_mult must map paths"):
         param_groups(overlapping(), 1e-3, lr_mult=["head"])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         param_groups("model", 1e-3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no parameters"):
         param_groups(nn.Sequential(nn.ReLU()), 1e-3)
