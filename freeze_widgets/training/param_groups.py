@@ -319,7 +319,7 @@ def _build(model: nn.Module, plan: _Plan, spec: FreezeSpec | None) -> list[dict[
         )
         group["params"].append(p)
         group["param_names"].append(name)
-    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], -k[1], -k[2]))]
+    return [groups[k] for k in sorted(groups, key=lambda k: k[0])]  # stable: first seen first
 
 
 def param_lr_table(groups: list[dict[str, Any]]) -> dict[str, float]:
