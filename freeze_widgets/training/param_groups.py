@@ -67,7 +67,7 @@ def even_mults(start: float, stop: float, n: int) -> list[float]:
     return [start * step**i for i in range(n)]
 
 
-def _check_rate(value: object, argument: str, *, allow_zero: bool = False) -> float:
+def check_rate(value: object, argument: str, *, allow_zero: bool = False) -> float:
     """A finite rate above 0 (or at least 0 where a multiplier may switch a group off)."""
     if allow_zero and value == 0 and not isinstance(value, bool):
         return 0.0
@@ -79,14 +79,14 @@ def _check_lr(lr: object) -> tuple[float | None, float]:
     if isinstance(lr, slice):
         if lr.step is not None:
             raise ValueError(f"lr=slice(lo, hi) takes no step; got {lr!r}")
-        hi = _check_rate(lr.stop, "lr.stop (the rate of the last group)")
-        lo = None if lr.start is None else _check_rate(lr.start, "lr.start")
+        hi = check_rate(lr.stop, "lr.stop (the rate of the last group)")
+        lo = None if lr.start is None else check_rate(lr.start, "lr.start")
         return lo, hi
-    rate = _check_rate(lr, "lr")
+    rate = check_rate(lr, "lr")
     return rate, rate
 
 
-def _check_layer_decay(layer_decay: object) -> float | None:
+def check_layer_decay(layer_decay: object) -> float | None:
     if layer_decay is None:
         return None
     if not isinstance(layer_decay, (int, float)) or isinstance(layer_decay, bool):
@@ -99,7 +99,7 @@ def _check_layer_decay(layer_decay: object) -> float | None:
     return float(layer_decay)
 
 
-def _check_mults(lr_mult: object) -> dict[str, float]:
+def check_mults(lr_mult: object) -> dict[str, float]:
     if lr_mult is None:
         return {}
     if not isinstance(lr_mult, Mapping):
@@ -111,7 +111,7 @@ def _check_mults(lr_mult: object) -> dict[str, float]:
     for key, value in lr_mult.items():
         if not isinstance(key, str):
             raise TypeError(f"lr_mult keys must be paths or glob patterns; got {key!r}")
-        out[key] = _check_rate(value, f"lr_mult[{key!r}]", allow_zero=True)
+        out[key] = check_rate(value, f"lr_mult[{key!r}]", allow_zero=True)
     return out
 
 
@@ -135,7 +135,7 @@ def _plan(
     spec: FreezeSpec | None,
 ) -> _Plan:
     lo, hi = _check_lr(lr)
-    decay = _check_layer_decay(layer_decay)
+    decay = check_layer_decay(layer_decay)
     if isinstance(lr, slice) and decay is not None:
         raise ValueError(
             "pass either lr=slice(lo, hi) or layer_decay, not both: each spreads the rate over "
@@ -143,8 +143,8 @@ def _plan(
         )
     if spec is not None and not isinstance(spec, FreezeSpec):
         raise TypeError(f"spec must be a FreezeSpec or None; got {type(spec).__name__}")
-    mults = {**(dict(spec.lr_mult) if spec is not None else {}), **_check_mults(lr_mult)}
-    wd = 0.0 if weight_decay == 0 else _check_rate(weight_decay, "weight_decay")
+    mults = {**(dict(spec.lr_mult) if spec is not None else {}), **check_mults(lr_mult)}
+    wd = 0.0 if weight_decay == 0 else check_rate(weight_decay, "weight_decay")
     if isinstance(no_decay, str) or not isinstance(no_decay, Collection):
         raise TypeError("no_decay must be a collection of names, glob patterns or module types")
     for item in no_decay:
@@ -183,7 +183,7 @@ def _depth_rates(plan: _Plan, n: int) -> list[float]:
     return [plan.hi] * n
 
 
-def _mult_of(model: nn.Module, mults: dict[str, float]) -> dict[int, float]:
+def mults_by_param(model: nn.Module, mults: dict[str, float]) -> dict[int, float]:
     """Parameter id -> multiplier of the longest key that covers it (first given on ties)."""
     winner: dict[int, tuple[int, float]] = {}
     for key, mult in mults.items():
@@ -282,7 +282,7 @@ def check_param_groups_args(model: nn.Module, lr: LrArg, **kwargs: Any) -> None:
         kwargs.get("no_decay", DEFAULT_NO_DECAY),
         kwargs.get("spec"),
     )
-    _mult_of(model, plan.mults)
+    mults_by_param(model, plan.mults)
 
 
 def _build(model: nn.Module, plan: _Plan, spec: FreezeSpec | None) -> list[dict[str, Any]]:
@@ -298,7 +298,7 @@ def _build(model: nn.Module, plan: _Plan, spec: FreezeSpec | None) -> list[dict[
         )
     depth, labels = _depth_map(model)
     rates = _depth_rates(plan, len(labels))
-    mults = _mult_of(model, plan.mults)
+    mults = mults_by_param(model, plan.mults)
     no_decay = _no_decay(model, plan) if plan.weight_decay else set()
     groups: dict[tuple[int, float, float], dict[str, Any]] = {}
     for name, p in named:
@@ -358,4 +358,4 @@ def resolve_lr_groups(lr: float, lr_groups: object) -> tuple[LrArg, dict[str, An
     lr_min = kwargs.pop("lr_min", None)
     if lr_min is None:
         return lr, kwargs
-    return slice(_check_rate(lr_min, "lr_groups['lr_min']"), lr), kwargs
+    return slice(check_rate(lr_min, "lr_groups['lr_min']"), lr), kwargs
