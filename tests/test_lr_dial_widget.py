@@ -1,0 +1,62 @@
+"""The "lr ×" control driven from Python: modes, a row edit, frozen rows at 0, bad input."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from freeze_widgets import FreezeSpec, freeze, param_groups
+from freeze_widgets.training.param_groups import param_lr_table
+from freeze_widgets.ui.lr_dial import LrDial
+
+
+def model3() -> nn.Module:
+    torch.manual_seed(0)
+    body = nn.Sequential(OrderedDict(a=nn.Linear(4, 4), b=nn.Linear(4, 4)))
+    return nn.Sequential(OrderedDict(stem=nn.Linear(4, 4), body=body, head=nn.Linear(4, 2)))
+
+
+def shown(dial: LrDial) -> dict[str, str]:
+    """Row -> the "lr ×" cell as the table renders it."""
+    pairs = re.findall(r'fw-lr-path">([^<]*)</td><td class="fw-lr-mult">([^<]*)<', dial.table.value)
+    return dict(pairs)
+
+
+def test_modes_and_row_edit_drive_the_table_and_the_spec() -> None:
+    model = model3()
+    freeze(model, "stem")
+    dial = LrDial(model, lr=1e-3)
+    assert shown(dial) == {"stem": "0 (frozen)", "body": "1", "head": "1"}
+    dial.factor.value = 0.5
+    dial.mode.value = "layer_decay"
+    assert shown(dial) == {"stem": "0 (frozen)", "body": "0.5", "head": "1"}
+    dial.row_path.value, dial.row_mult.value = "body.b", 2.0
+    dial.set_button.click()
+    assert shown(dial) == {"stem": "0 (frozen)", "body": "mixed", "head": "1", "body.b": "2"}
+    spec = dial.spec()
+    assert dict(spec.lr_mult)["body.b"] == 2.0 and spec.frozen == ("stem",)
+    # What the table shows is what trains: the saved spec through param_groups.
+    table = param_lr_table(param_groups(model, 1e-3, spec=FreezeSpec.from_json(spec.to_json())))
+    assert table["body.a.weight"] == 5e-4 and table["body.b.bias"] == 2e-3
+    assert "stem.weight" not in table
+    assert '"body.b": 2.0' in html.unescape(dial.code.value)  # the torch code view writes it
+
+
+def test_bad_settings_show_one_line_and_keep_the_last_good_state() -> None:
+    dial = LrDial(model3())
+    dial.mode.value = "layer_decay"
+    good = dict(dial.multipliers)
+    dial.factor.value = 1.5
+    assert dial.messages.last_error is not None
+    assert "layer_decay must be in (0, 1]" in dial.messages.last_error
+    assert dial.multipliers == good
+    dial.factor.value = 0.75
+    assert dial.messages.last_error is None
+    dial.set_row("body.c", 2.0)
+    assert "Did you mean" in (dial.messages.last_error or "") and "body.c" not in dial.edits
+    dial.target.value = "timm"
+    assert "cannot express" in dial.code.value and "Traceback" not in dial.code.value
