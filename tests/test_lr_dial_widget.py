@@ -6,12 +6,16 @@ import html
 import re
 from collections import OrderedDict
 
+import pytest
 import torch
 from torch import nn
 
-from freeze_widgets import FreezeSpec, freeze, param_groups
+from freeze_widgets import FreezeSpec, freeze, param_groups, unfreeze
 from freeze_widgets.training.param_groups import param_lr_table
+from freeze_widgets.ui.finetune_panel import FineTunePanel
 from freeze_widgets.ui.lr_dial import LrDial
+
+from .test_training import tiny_conv
 
 
 def model3() -> nn.Module:
@@ -60,3 +64,30 @@ def test_bad_settings_show_one_line_and_keep_the_last_good_state() -> None:
     assert "Did you mean" in (dial.messages.last_error or "") and "body.c" not in dial.edits
     dial.target.value = "timm"
     assert "cannot express" in dial.code.value and "Traceback" not in dial.code.value
+
+
+@pytest.mark.slow
+def test_finetune_panel_shows_head_then_all_rates_before_the_run_and_uses_them() -> None:
+    model = tiny_conv(num_classes=4)
+    freeze(model)
+    unfreeze(model, "fc")
+    frozen_groups = [
+        n for n, c in model.named_children() if any(True for _ in c.parameters()) and n != "fc"
+    ]
+    panel = FineTunePanel(lambda: model, image_size=16)
+    panel.lr.value, panel.epochs.value = 0.01, 1
+    panel.schedule.choice.value = "head-then-all"
+    assert "needs at least 2 epochs" in panel.schedule.plan.value  # said before any run
+    panel.epochs.value = 2
+    plan = html.unescape(re.sub("<[^>]+>", "", panel.schedule.plan.value))
+    assert "epoch 2: groups already training drop to lr 0.005" in plan
+    released = [line.split("unfreeze ")[1].split(" at")[0] for line in plan.splitlines()[2:]]
+    assert released == frozen_groups == ["conv1", "bn1", "conv2", "bn2"]
+    panel.num_classes.value, panel.batch_size.value = 4, 16
+    panel.run_button.click()
+    panel.wait(120)
+    report = panel.last_report
+    assert report is not None and report.ok, panel.messages.last_error
+    planned = [line.split(" at lr ")[1] for line in plan.splitlines() if "unfreeze" in line]
+    assert [f"{u.lr:.3g}" for u in report.unfreeze_events] == planned
+    assert all(p.requires_grad for p in model.parameters())

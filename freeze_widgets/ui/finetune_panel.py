@@ -30,6 +30,7 @@ from freeze_widgets.run import finetune
 from freeze_widgets.training import FineTuneReport, StepEvent, VerificationRow
 from freeze_widgets.ui.background import BackgroundWork
 from freeze_widgets.ui.lifecycle import close_widget_tree
+from freeze_widgets.ui.lr_schedule import ScheduleControl
 from freeze_widgets.ui.messages import MessageArea
 from freeze_widgets.ui.panel_common import (
     busy_line,
@@ -231,6 +232,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
                 self.data_note,
                 widgets.HBox([self.epochs, self.steps, self.lr]),
                 widgets.HBox([self.batch_size, self.num_classes, self.processes]),
+                self.schedule,
                 widgets.HBox([self.run_button, self.stop_button]),
                 widgets.HBox([self.progress, self.eta]),
                 self.plot,
@@ -276,6 +278,12 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             self.processes.layout.display = "none"
         for control in (self.epochs, self.lr, self.batch_size, self.processes):
             control.layout.width = "150px"
+        self.schedule = ScheduleControl()  # its planned rates show before the run
+        for control in (self.epochs, self.lr, self.schedule.choice):
+            control.observe(self._show_plan, names="value")
+
+    def _show_plan(self, _change: Any = None) -> None:
+        self.schedule.show_plan(self._get_model(), float(self.lr.value), int(self.epochs.value))
 
     # ------------------------------------------------------------------ public
 
@@ -355,6 +363,8 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             "bn": bn,
             "image_size": self._image_size,
         }
+        if self.schedule.value is not None:
+            options["unfreeze_schedule"] = self.schedule.value
         nproc = int(self.processes.value)
         if nproc != 1 and _finetune_takes("nproc"):
             options["nproc"] = nproc
