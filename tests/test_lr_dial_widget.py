@@ -91,3 +91,24 @@ def test_finetune_panel_shows_head_then_all_rates_before_the_run_and_uses_them()
     planned = [line.split(" at lr ")[1] for line in plan.splitlines() if "unfreeze" in line]
     assert [f"{u.lr:.3g}" for u in report.unfreeze_events] == planned
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_explorer_lr_control_follows_ticks_and_feeds_the_finetune() -> None:
+    from freeze_widgets import FreezeExplorer
+
+    model = model3()
+    ex = FreezeExplorer(model)
+    try:
+        ex.panels.open_lr.value = True
+        dial = ex.panels.lr_dial
+        assert shown(dial) == {"stem": "1", "body": "1", "head": "1"}
+        assert ex.panels._lr_groups() is None  # all 1: the fine-tune keeps one group
+        ex.tick("stem", True)
+        assert shown(dial)["stem"] == "0 (frozen)"  # the tick redraws the open control
+        dial.mode.value = "discriminative"
+        dial.lo.value = 0.25
+        assert shown(dial) == {"stem": "0 (frozen)", "body": "0.5", "head": "1"}
+        assert ex.panels._lr_groups() == {"lr_mult": {"stem": 0.25, "body": 0.5, "head": 1.0}}
+        assert ex.finetune._options()["lr_groups"] == ex.panels._lr_groups()
+    finally:
+        ex.close()

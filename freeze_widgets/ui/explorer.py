@@ -240,6 +240,7 @@ class FreezeExplorer(widgets.VBox):
         self.header.show(counts, self._cost.line(counts) if self._cost is not None else ("", ""))
         if self.toolbar.code.value:
             self._show_code()
+        self.panels.after_freeze_change()  # the "lr ×" rows of newly frozen layers read 0
 
     def _apply(self, changed: list[Node]) -> None:
         if changed:

@@ -177,6 +177,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         on_finished: Called with the report after a run that touched the model (for example so
             an explorer can refresh its tree after the head was replaced).
         get_bn_policy: Returns the BatchNorm policy to re-apply to frozen BatchNorm layers.
+        get_lr_groups: Returns ``finetune``'s ``lr_groups`` (the explorer's "lr ×"), or None.
         data: Passed to :func:`finetune`; None means synthetic images (the panel says which
             data it trains on).
         image_size: Side of the synthetic images.
@@ -188,6 +189,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         *,
         on_finished: Callable[[FineTuneReport], None] | None = None,
         get_bn_policy: Callable[[], str] | None = None,
+        get_lr_groups: Callable[[], dict[str, Any] | None] | None = None,
         data: Any = None,
         image_size: int = DEFAULT_IMAGE_SIZE,
         **kwargs: Any,
@@ -195,6 +197,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         self._get_model = get_model
         self._on_finished = on_finished
         self._get_bn_policy = get_bn_policy
+        self._get_lr_groups = get_lr_groups
         self._data = data
         self._image_size = image_size
         self._make_controls(data)
@@ -365,6 +368,9 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         }
         if self.schedule.value is not None:
             options["unfreeze_schedule"] = self.schedule.value
+        lr_groups = self._get_lr_groups() if self._get_lr_groups is not None else None
+        if lr_groups is not None:  # the explorer's "lr ×" multipliers
+            options["lr_groups"] = lr_groups
         nproc = int(self.processes.value)
         if nproc != 1 and _finetune_takes("nproc"):
             options["nproc"] = nproc
