@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +113,40 @@ def test_explorer_lr_control_follows_ticks_and_feeds_the_finetune() -> None:
         assert ex.finetune._options()["lr_groups"] == ex.panels._lr_groups()
     finally:
         ex.close()
+
+
+def test_explorer_saves_and_loads_the_multipliers_and_the_code_view_writes_them(
+    tmp_path: Path,
+) -> None:
+    from freeze_widgets import FreezeExplorer
+
+    ex = FreezeExplorer(model3())
+    try:
+        ex.tick("stem", True)
+        ex.panels.lr_dial.set_row("body.b", 4.0)
+        spec = ex.spec()
+        assert dict(spec.lr_mult)["body.b"] == 4.0 and spec.frozen == ("stem",)
+        ex.toolbar.spec_path.value = str(tmp_path / "spec.json")
+        ex._on_save()
+        assert '"version": 2' in (tmp_path / "spec.json").read_text()
+        other = FreezeExplorer(model3())
+        try:
+            other.toolbar.spec_path.value = str(tmp_path / "spec.json")
+            other._on_load()
+            assert other.messages.last_error is None
+            assert other.spec() == spec
+            assert shown(other.panels.lr_dial)["body.b"] == "4"
+        finally:
+            other.close()
+    finally:
+        ex.close()
+    # The code view (spec.to_code) reproduces freeze and rates without freeze_widgets.
+    fresh = model3()
+    scope: dict[str, object] = {"model": fresh}
+    exec(spec.to_code(), scope)
+    names = {id(p): n for n, p in fresh.named_parameters()}
+    optimizer = scope["optimizer"]
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    got = {names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert got == pytest.approx(param_lr_table(param_groups(fresh, 1e-3, spec=spec)))
+    assert got["body.b.weight"] == pytest.approx(4e-3) and "stem.weight" not in got

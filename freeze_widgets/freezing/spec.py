@@ -17,6 +17,7 @@ from freeze_widgets.base.checks import (
 )
 from freeze_widgets.freezing.bn import bn_is_frozen, bn_state, iter_batchnorms
 from freeze_widgets.freezing.change import FreezeChange
+from freeze_widgets.freezing.lr_code import lr_groups_code
 from freeze_widgets.freezing.targets import resolve_targets, retarget, select
 
 __all__ = ["FreezeSpec", "frozen_paths"]
@@ -231,6 +232,9 @@ class FreezeSpec:
         ]
         if self.bn in ("eval", "frozen"):
             lines += _KEEP_BN_IN_EVAL_CODE
+        if self.lr_mult:  # the learning-rate multipliers, as plain param groups
+            lines += ["", "", "# Learning-rate multipliers by path (longest path wins)."]
+            lines += lr_groups_code(dict(self.lr_mult)).splitlines()
         return "\n".join(lines) + "\n"
 
 

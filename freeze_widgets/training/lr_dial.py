@@ -8,7 +8,6 @@ read 0. The multipliers are exact paths, so a :class:`FreezeSpec` saves them (``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -16,6 +15,7 @@ from torch import nn
 
 from freeze_widgets.base.checks import require_module
 from freeze_widgets.base.wording import unknown_name_error
+from freeze_widgets.freezing.lr_code import lr_groups_code
 from freeze_widgets.freezing.targets import top_level_groups
 from freeze_widgets.training.param_groups import (
     check_layer_decay,
@@ -90,27 +90,6 @@ def row_multipliers(model: nn.Module, mults: Mapping[str, float]) -> dict[str, f
     return rows
 
 
-_TORCH_CODE = '''import torch
-
-lr = {lr!r}
-lr_mult = {mults}
-
-
-def mult_of(name):
-    """The multiplier of the longest path in lr_mult that holds parameter `name`."""
-    keys = [k for k in lr_mult if name == k or name.startswith(k + ".") or k == ""]
-    return lr_mult[max(keys, key=len)] if keys else 1.0
-
-
-by_mult = {{}}
-for name, p in model.named_parameters():
-    if p.requires_grad:  # frozen parameters stay out of the optimizer
-        by_mult.setdefault(mult_of(name), []).append(p)
-param_groups = [{{"params": ps, "lr": lr * m}} for m, ps in by_mult.items()]
-optimizer = torch.optim.AdamW(param_groups)
-'''
-
-
 def lr_config(mults: Mapping[str, float], target: str, *, lr: float = 1e-3) -> Any:
     """The multipliers for another tool: ``"torch"`` code, ``"mmengine"`` ``paramwise_cfg``.
 
@@ -122,7 +101,7 @@ def lr_config(mults: Mapping[str, float], target: str, *, lr: float = 1e-3) -> A
     checked = check_mults(mults)
     rate = check_rate(lr, "lr")
     if target == "torch":
-        return _TORCH_CODE.format(lr=rate, mults=json.dumps(checked, indent=4))
+        return lr_groups_code(checked, rate)
     if target == "mmengine":
         globs = [k for k in checked if any(ch in k for ch in "*?[")]
         if globs:

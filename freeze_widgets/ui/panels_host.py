@@ -8,6 +8,7 @@ from typing import Any
 import ipywidgets as widgets
 from torch import nn
 
+from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.ui.background import BusyState
 from freeze_widgets.ui.export_panel import ExportPanel
 from freeze_widgets.ui.finetune_panel import FineTunePanel
@@ -121,6 +122,20 @@ class PanelsHost(widgets.VBox):
         self._lr_dial.refresh()  # the freeze may have changed since it was drawn
         mults = self._lr_dial.multipliers
         return {"lr_mult": mults} if any(v != 1 for v in mults.values()) else None
+
+    def with_lr(self, spec: FreezeSpec) -> FreezeSpec:
+        """``spec`` with the "lr ×" multipliers when any is set (saved as ``lr_mult``)."""
+        groups = self._lr_groups()
+        if groups is None:
+            return spec
+        return FreezeSpec(spec.frozen, spec.bn, lr_mult=tuple(groups["lr_mult"].items()))
+
+    def load_lr(self, spec: FreezeSpec) -> None:
+        """Show a loaded spec's multipliers in the "lr ×" control (as rows set by hand)."""
+        if spec.lr_mult or self._lr_dial is not None:
+            self.lr_dial.mode.value = "uniform"
+            self.lr_dial.edits = dict(spec.lr_mult)
+            self.lr_dial.refresh()
 
     def after_freeze_change(self) -> None:
         """Redraw the "lr ×" rows if that control is open (frozen rows read 0)."""
