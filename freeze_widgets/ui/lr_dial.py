@@ -71,6 +71,16 @@ class LrDial(widgets.VBox):
             **kwargs,
         )
         self.add_class("fw-lr-dial")
+        for widget, name in (
+            (self.mode, "mode"),
+            (self.factor, "factor"),
+            (self.lo, "lo"),
+            (self.row_path, "row-path"),
+            (self.row_mult, "row-mult"),
+            (self.set_button, "set"),
+            (self.target, "target"),
+        ):
+            widget.add_class(f"fw-lr-{name}")  # stable selectors for people's CSS and tests
         self.refresh()
 
     def refresh(self) -> None:
