@@ -26,6 +26,8 @@ from freeze_widgets.ui.messages import MessageArea
 
 __all__ = ["LrDial"]
 
+_CELL = "padding:1px 16px 1px 0;text-align:left"
+
 _MODES = [
     ("uniform", "uniform"),
     ("layer decay", "layer_decay"),
@@ -129,11 +131,11 @@ class LrDial(widgets.VBox):
             value = self.rows.get(path)
             shown = "mixed" if value is None else "0 (frozen)" if value == 0 else f"{value:.3g}"
             cells.append(
-                f'<tr><td class="fw-lr-path">{html.escape(path or "(model)")}</td>'
-                f'<td class="fw-lr-mult">{shown}</td></tr>'
+                f'<tr><td class="fw-lr-path" style="{_CELL}">{html.escape(path or "(model)")}'
+                f'</td><td class="fw-lr-mult" style="{_CELL}">{shown}</td></tr>'
             )
-        head = "<tr><th>row</th><th>lr ×</th></tr>"
-        return f'<table class="fw-lr-table">{head}{"".join(cells)}</table>'
+        head = f'<tr><th style="{_CELL}">row</th><th style="{_CELL}">lr ×</th></tr>'
+        return f'<table class="fw-lr-table">{head}{"".join(cells)}</table>''
 
     def _code_html(self) -> str:
         try:
