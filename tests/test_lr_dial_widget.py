@@ -27,7 +27,9 @@ def model3() -> nn.Module:
 
 def shown(dial: LrDial) -> dict[str, str]:
     """Row -> the "lr ×" cell as the table renders it."""
-    pairs = re.findall(r'fw-lr-path"[^>]*>([^<]*)</td><td class="fw-lr-mult"[^>]*>([^<]*)<', dial.table.value)
+    pairs = re.findall(
+        r'fw-lr-path"[^>]*>([^<]*)</td><td class="fw-lr-mult"[^>]*>([^<]*)<', dial.table.value
+    )
     return dict(pairs)
 
 

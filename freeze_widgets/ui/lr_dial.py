@@ -135,7 +135,7 @@ class LrDial(widgets.VBox):
                 f'</td><td class="fw-lr-mult" style="{_CELL}">{shown}</td></tr>'
             )
         head = f'<tr><th style="{_CELL}">row</th><th style="{_CELL}">lr ×</th></tr>'
-        return f'<table class="fw-lr-table">{head}{"".join(cells)}</table>''
+        return f'<table class="fw-lr-table">{head}{"".join(cells)}</table>'
 
     def _code_html(self) -> str:
         try:
