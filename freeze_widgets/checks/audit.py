@@ -63,13 +63,17 @@ def audit_optimizer(
         ``"zero_lr_still_moving"`` and, given ``spec``, ``"frozen_outside_spec"``.
 
     Raises:
-        TypeError: ``model`` is not a module or ``optimizer`` not a ``torch.optim.Optimizer``.
+        TypeError: ``model`` is not a module, ``optimizer`` not a ``torch.optim.Optimizer`` or
+            ``spec`` not a ``FreezeSpec``.
+        ValueError: a ``spec`` path that is not in ``model``.
     """
     require_module(model)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(
             f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}"
         )
+    if spec is not None and not isinstance(spec, FreezeSpec):
+        raise TypeError(f"spec must be a FreezeSpec or None; got {type(spec).__name__}")
     names = {id(p): n for n, p in model.named_parameters()}
     findings: list[Finding] = []
     first_group: dict[int, int] = {}
@@ -102,7 +106,5 @@ def audit_optimizer(
                     "parameters...]}), or build the optimizer after freezing",
                 )
             )
-    if spec is not None and not isinstance(spec, FreezeSpec):
-        raise TypeError(f"spec must be a FreezeSpec or None; got {type(spec).__name__}")
     findings += lr_findings(model, optimizer, names, momentum_keys=_MOMENTUM_KEYS, spec=spec)
     return findings
