@@ -116,3 +116,21 @@ def test_bad_lr_groups_and_schedules_leave_the_model_as_it_was() -> None:
     assert model_fingerprint(model) == before
     with pytest.raises(ValueError, match=r"no top-level group is frozen.*freeze_to"):
         finetune(mlp(), vectors(), epochs=2, unfreeze_schedule="head-then-all")
+
+
+def test_weight_decay_is_the_optimizer_default_unless_lr_groups_sets_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[list[float]] = []
+    real = torch.optim.AdamW.step
+
+    def record(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
+        seen.append([g["weight_decay"] for g in self.param_groups])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    finetune(mlp(), vectors(), steps=1, batch_size=16, lr_groups={"layer_decay": 0.5})
+    default = torch.optim.AdamW([nn.Parameter(torch.zeros(1))]).defaults["weight_decay"]
+    assert seen[-1] == [default] * 3  # one group per depth group, AdamW's own decay
+    finetune(mlp(), vectors(), steps=1, batch_size=16, lr_groups={"weight_decay": 0.1})
+    assert sorted(seen[-1]) == [0.0] * 3 + [0.1] * 3  # per depth group: biases 0, weights 0.1

@@ -214,7 +214,11 @@ def _optimizer_for(
             p.grad = None
     if groups_args is None:
         return make_optimizer(name, trainable_parameters(model), lr)
-    return make_optimizer(name, param_groups(model, groups_args[0], **groups_args[1]), lr)
+    groups = param_groups(model, groups_args[0], **groups_args[1])
+    if "weight_decay" not in groups_args[1]:
+        for group in groups:  # not asked for: the optimizer's own default (AdamW's 0.01)
+            del group["weight_decay"]
+    return make_optimizer(name, groups, lr)
 
 
 def _train_and_verify(run: _Run, modes: dict[nn.Module, bool]) -> FineTuneReport:
