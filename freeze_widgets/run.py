@@ -97,7 +97,8 @@ def finetune(
             keywords of :func:`~freeze_widgets.training.param_groups.param_groups` with ``lr``
             as the top rate: ``{"layer_decay": 0.75}``, ``{"lr_mult": {"layer4": 0.1}}``,
             ``{"weight_decay": 0.05}``, ``{"spec": spec}``, or ``{"lr_min": 1e-5}`` for
-            fastai's ``slice(lr_min, lr)``. Single process only.
+            fastai's ``slice(lr_min, lr)``. Without ``weight_decay`` the optimizer's own
+            default applies. Single process only.
 
     Returns:
         A :class:`FineTuneReport`; ``report.ok`` is True iff frozen weights and frozen
