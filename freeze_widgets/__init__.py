@@ -23,6 +23,7 @@ from freeze_widgets.models.vision import load_model
 from freeze_widgets.models.weights import PretrainedWeightsUnavailable, weights_source
 from freeze_widgets.run import finetune
 from freeze_widgets.training import FineTuneReport, NonFiniteLossError
+from freeze_widgets.training.param_groups import param_groups
 from freeze_widgets.tree import ModuleTree, Node, ParamCounts, count_parameters
 from freeze_widgets.verify.guard import FreezeGuard, FrozenWeightMoved
 
@@ -61,6 +62,7 @@ __all__ = [
     "freeze_through",
     "freeze_to",
     "load_model",
+    "param_groups",
     "show_netron",
     "stop_netron",
     "synthetic_dataset",

@@ -19,6 +19,7 @@ from freeze_widgets.distributed.runner import check_nproc, finetune_distributed
 from freeze_widgets.training.loop import finetune_one_process
 from freeze_widgets.training.options import FineTuneOptions
 from freeze_widgets.training.report import FineTuneReport, StepEvent
+from freeze_widgets.training.schedule import HEAD_THEN_ALL
 
 __all__ = ["finetune"]
 
@@ -44,6 +45,7 @@ def finetune(
     nproc: int = 1,
     strategy: str = "ddp",
     timeout_s: float = 600.0,
+    lr_groups: dict[str, Any] | None = None,
 ) -> FineTuneReport:
     """Fine-tune the trainable part of ``model`` in place and verify the frozen part.
 
@@ -66,8 +68,12 @@ def finetune(
             head with a different output size is replaced by a fresh, trainable ``nn.Linear``.
         callback: Called with a :class:`StepEvent` after every step; returning False stops.
         unfreeze_schedule: ``"gradual"`` unfreezes one more frozen top-level group per epoch,
-            from the end of the model backwards, at ``lr / 2.6**k``; a list gives the group(s)
-            for epochs 2, 3, ...; a dict maps 1-based epochs to group(s).
+            from the end of the model backwards, at ``lr / 2.6**k``; ``"head-then-all"``
+            (fastai's ``fine_tune``) trains the head in epoch 1, then halves every rate and
+            unfreezes all frozen top-level groups with rates spread geometrically from
+            ``lr / 200`` (first group) to ``lr / 2`` (the planned rates:
+            :func:`~freeze_widgets.training.schedule.describe_rates`); a list gives the
+            group(s) for epochs 2, 3, ...; a dict maps 1-based epochs to group(s).
         bn: Re-apply this BatchNorm policy ("eval", "frozen", "train") to every fully frozen
             BatchNorm before training; None keeps the policies already set.
         augment: Random shifts and brightness jitter on the inputs.
@@ -87,6 +93,12 @@ def finetune(
             (FSDP2 ``fully_shard``).
         timeout_s: With ``nproc > 1``: every worker is stopped and an error raised when the
             run takes longer than this.
+        lr_groups: Per-group learning rates for the parameters trainable at the start, as
+            keywords of :func:`~freeze_widgets.training.param_groups.param_groups` with ``lr``
+            as the top rate: ``{"layer_decay": 0.75}``, ``{"lr_mult": {"layer4": 0.1}}``,
+            ``{"weight_decay": 0.05}``, ``{"spec": spec}``, or ``{"lr_min": 1e-5}`` for
+            fastai's ``slice(lr_min, lr)``. Without ``weight_decay`` the optimizer's own
+            default applies. Single process only.
 
     Returns:
         A :class:`FineTuneReport`; ``report.ok`` is True iff frozen weights and frozen
@@ -111,7 +123,14 @@ def finetune(
     """
     require_module(model)
     if check_nproc(nproc) > 1:
-        given = {"callback": callback, "stop": stop, "augment": augment, "cache": cache_features}
+        given = {
+            "callback": callback,
+            "stop": stop,
+            "augment": augment,
+            "cache_features": cache_features,
+            "lr_groups": lr_groups,
+            "unfreeze_schedule='head-then-all'": unfreeze_schedule == HEAD_THEN_ALL or None,
+        }
         used = [name for name, value in given.items() if value not in (None, False)]
         if used:
             raise ValueError(f"{', '.join(used)}: single process only; drop them or use nproc=1")
@@ -129,5 +148,5 @@ def finetune(
     return finetune_one_process(
         model, data, options, num_classes=num_classes, callback=callback,
         unfreeze_schedule=unfreeze_schedule, augment=augment, cache_features=cache_features,
-        image_size=image_size, stop=stop,
+        image_size=image_size, stop=stop, lr_groups=lr_groups,
     )  # fmt: skip

@@ -12,6 +12,8 @@ from torch import nn
 
 from freeze_widgets.base.checks import require_module
 from freeze_widgets.checks.findings import Finding
+from freeze_widgets.checks.lr_audit import lr_findings
+from freeze_widgets.freezing.spec import FreezeSpec
 
 __all__ = ["audit_optimizer"]
 
@@ -45,7 +47,9 @@ def _frozen_in_optimizer(
     )
 
 
-def audit_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[Finding]:
+def audit_optimizer(
+    model: nn.Module, optimizer: torch.optim.Optimizer, *, spec: FreezeSpec | None = None
+) -> list[Finding]:
     """Compare ``optimizer``'s parameter groups with ``model``'s current freeze.
 
     Nothing is changed. Parameters are named by ``model.named_parameters()``; one not in the
@@ -54,16 +58,22 @@ def audit_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[
     Returns:
         Findings of kind ``"frozen_in_optimizer"`` (with whether it carries state, weight decay
         or a gradient), ``"trainable_not_in_optimizer"`` and ``"param_in_two_groups"``; an empty
-        list when the optimizer holds exactly the trainable parameters, once each.
+        list when the optimizer holds exactly the trainable parameters, once each. The
+        learning-rate checks (:mod:`.lr_audit`) add ``"lr_scale_ignored"``,
+        ``"zero_lr_still_moving"`` and, given ``spec``, ``"frozen_outside_spec"``.
 
     Raises:
-        TypeError: ``model`` is not a module or ``optimizer`` not a ``torch.optim.Optimizer``.
+        TypeError: ``model`` is not a module, ``optimizer`` not a ``torch.optim.Optimizer`` or
+            ``spec`` not a ``FreezeSpec``.
+        ValueError: a ``spec`` path that is not in ``model``.
     """
     require_module(model)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(
             f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}"
         )
+    if spec is not None and not isinstance(spec, FreezeSpec):
+        raise TypeError(f"spec must be a FreezeSpec or None; got {type(spec).__name__}")
     names = {id(p): n for n, p in model.named_parameters()}
     findings: list[Finding] = []
     first_group: dict[int, int] = {}
@@ -96,4 +106,5 @@ def audit_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[
                     "parameters...]}), or build the optimizer after freezing",
                 )
             )
+    findings += lr_findings(model, optimizer, names, momentum_keys=_MOMENTUM_KEYS, spec=spec)
     return findings

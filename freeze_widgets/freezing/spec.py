@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from freeze_widgets.base.checks import (
 )
 from freeze_widgets.freezing.bn import bn_is_frozen, bn_state, iter_batchnorms
 from freeze_widgets.freezing.change import FreezeChange
+from freeze_widgets.freezing.lr_code import lr_groups_code
 from freeze_widgets.freezing.targets import resolve_targets, retarget, select
 
 __all__ = ["FreezeSpec", "frozen_paths"]
@@ -71,6 +73,30 @@ def _policy_in_force(model: nn.Module) -> str:
     return next(iter(policies), "eval")
 
 
+_SPEC_VERSION = 2
+
+
+def _check_lr_mult(value: object) -> tuple[tuple[str, float], ...]:
+    """Multipliers as sorted (path, number >= 0) pairs, from a dict or pairs."""
+    if isinstance(value, dict):
+        items: list[Any] = list(value.items())
+    elif isinstance(value, (tuple, list)):
+        items = list(value)
+    else:
+        raise TypeError(f"lr_mult must map paths to multipliers; got {type(value).__name__}")
+    out: dict[str, float] = {}
+    for item in items:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise TypeError(f"lr_mult entries must be (path, number) pairs; got {item!r}")
+        path, mult = item
+        if not isinstance(path, str) or isinstance(mult, bool):
+            raise TypeError(f"lr_mult entries must be (path, number); got {item!r}")
+        if not isinstance(mult, (int, float)) or not (math.isfinite(mult) and mult >= 0):
+            raise ValueError(f"lr_mult[{path!r}] must be a finite number >= 0; got {mult!r}")
+        out[path] = float(mult)
+    return tuple(sorted(out.items()))
+
+
 @dataclass(frozen=True)
 class FreezeSpec:
     """A freeze as data: the shortest list of frozen paths plus the BatchNorm policy.
@@ -82,6 +108,8 @@ class FreezeSpec:
 
     frozen: tuple[str, ...] = ()
     bn: str = "eval"
+    lr_mult: tuple[tuple[str, float], ...] = ()
+    """Optional learning-rate multipliers by exact path (format version 2; see param_groups)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.frozen, str) or not isinstance(self.frozen, (tuple, list)):
@@ -90,6 +118,7 @@ class FreezeSpec:
             )
         object.__setattr__(self, "frozen", tuple(require_strings(self.frozen, "frozen")))
         check_bn_policy(self.bn)
+        object.__setattr__(self, "lr_mult", _check_lr_mult(self.lr_mult))
 
     @classmethod
     def from_model(cls, model: nn.Module, *, bn: str | None = None) -> FreezeSpec:
@@ -126,15 +155,16 @@ class FreezeSpec:
         return retarget(model, select(resolve_targets(model, [""])), frozen, self.bn)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": "freeze_widgets.FreezeSpec",
-                "version": 1,
-                "frozen": list(self.frozen),
-                "bn": self.bn,
-            },
-            indent=2,
-        )
+        """JSON; version 1 without multipliers (older readers load it), 2 with ``lr_mult``."""
+        doc: dict[str, Any] = {
+            "format": "freeze_widgets.FreezeSpec",
+            "version": 2 if self.lr_mult else 1,
+            "frozen": list(self.frozen),
+            "bn": self.bn,
+        }
+        if self.lr_mult:
+            doc["lr_mult"] = dict(self.lr_mult)
+        return json.dumps(doc, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> FreezeSpec:
@@ -158,7 +188,17 @@ class FreezeSpec:
         frozen = data["frozen"]
         if not isinstance(frozen, list) or not all(isinstance(p, str) for p in frozen):
             raise ValueError('not a FreezeSpec: "frozen" must be a list of path strings')
-        return cls(tuple(frozen), _check_bn(data.get("bn", "eval"), "not a FreezeSpec"))
+        version = data.get("version", 1)
+        if not isinstance(version, int) or version > _SPEC_VERSION:
+            raise ValueError(
+                f"FreezeSpec format version {version!r} is newer than this freeze_widgets reads "
+                f"(up to {_SPEC_VERSION}); upgrade freeze_widgets"
+            )
+        bn = _check_bn(data.get("bn", "eval"), "not a FreezeSpec")
+        try:
+            return cls(tuple(frozen), bn, _check_lr_mult(data.get("lr_mult", {})))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a FreezeSpec: {exc}") from None
 
     def to_code(self) -> str:
         """Plain PyTorch (no freeze_widgets import) that reproduces this freeze on ``model``.
@@ -192,6 +232,9 @@ class FreezeSpec:
         ]
         if self.bn in ("eval", "frozen"):
             lines += _KEEP_BN_IN_EVAL_CODE
+        if self.lr_mult:  # the learning-rate multipliers, as plain param groups
+            lines += ["", "", "# Learning-rate multipliers by path (longest path wins)."]
+            lines += lr_groups_code(dict(self.lr_mult)).splitlines()
         return "\n".join(lines) + "\n"
 
 

@@ -51,6 +51,11 @@ from freeze_widgets.training.options import (
     make_optimizer,
     plan_steps,
 )
+from freeze_widgets.training.param_groups import (
+    check_param_groups_args,
+    param_groups,
+    resolve_lr_groups,
+)
 from freeze_widgets.training.prefix import FrozenPrefix
 from freeze_widgets.training.report import (
     FineTuneReport,
@@ -58,7 +63,12 @@ from freeze_widgets.training.report import (
     StepEvent,
     UnfreezeEvent,
 )
-from freeze_widgets.training.schedule import ULMFIT_LR_FACTOR, resolve_schedule, unfreeze_group
+from freeze_widgets.training.schedule import (
+    HEAD_THEN_ALL,
+    resolve_schedule,
+    schedule_rates,
+    unfreeze_group,
+)
 from freeze_widgets.verify.rows import snapshot, verify
 
 __all__ = ["finetune_one_process"]
@@ -76,6 +86,7 @@ def finetune_one_process(
     cache_features: bool | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     stop: threading.Event | None = None,
+    lr_groups: dict[str, Any] | None = None,
 ) -> FineTuneReport:
     """The verified fine-tune in this process; see :func:`freeze_widgets.finetune` for the options.
 
@@ -97,6 +108,9 @@ def finetune_one_process(
     _check_something_to_train(model, num_classes)
     plan = plan_steps(options.epochs, options.steps, batches_in(loader))
     resolve_schedule(model, unfreeze_schedule, plan.epochs)  # validate before touching the model
+    groups_args = resolve_lr_groups(options.lr, lr_groups)
+    if groups_args is not None:
+        check_param_groups_args(model, groups_args[0], **groups_args[1])
 
     report = FineTuneReport(num_classes=num_classes, optimizer=options.optimizer, lr=options.lr)
     modes = module_modes(model)
@@ -108,14 +122,15 @@ def finetune_one_process(
         schedule = resolve_schedule(model, unfreeze_schedule, plan.epochs)
         if options.bn is not None:
             set_bn_policy(model, options.bn)
+        optimizer = _optimizer_for(model, options.optimizer, options.lr, groups_args)
     report.bn_policy = _report_bn_policy(model)
     run = _Run(
         model=model,
         loader=loader,
-        optimizer=_optimizer_for(model, options.optimizer, options.lr),
+        optimizer=optimizer,
         report=report,
-        schedule=schedule,
-        options=_Options(options, callback, stop, augment, cache_features),
+        schedule=schedule_rates(model, unfreeze_schedule, schedule, options.lr),
+        options=_Options(options, callback, stop, augment, cache_features, unfreeze_schedule),
         plan=plan,
     )
     return _train_and_verify(run, modes)
@@ -130,6 +145,7 @@ class _Options:
     stop: threading.Event | None
     augment: bool
     cache_features: bool | None
+    unfreeze_schedule: Any = None
 
     @property
     def lr(self) -> float:
@@ -148,7 +164,7 @@ class _Run:
     loader: DataLoader[Any]
     optimizer: torch.optim.Optimizer
     report: FineTuneReport
-    schedule: dict[int, list[str]]
+    schedule: dict[int, list[tuple[str, float]]]
     options: _Options
     plan: StepPlan
     total: int = 0
@@ -184,13 +200,25 @@ def _report_bn_policy(model: nn.Module) -> str:
     return states.pop() if len(states) == 1 else "mixed"
 
 
-def _optimizer_for(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
-    """An optimizer over the trainable parameters, after clearing frozen ones' gradients."""
+def _optimizer_for(
+    model: nn.Module, name: str, lr: float, groups_args: tuple[Any, dict[str, Any]] | None
+) -> torch.optim.Optimizer:
+    """An optimizer over the trainable parameters, after clearing frozen ones' gradients.
+
+    With ``lr_groups`` the trainable parameters come as :func:`param_groups` groups, each
+    with its own rate.
+    """
     # Stale gradients on frozen tensors would be applied by momentum / weight decay.
     for p in model.parameters():
         if not p.requires_grad:
             p.grad = None
-    return make_optimizer(name, trainable_parameters(model), lr)
+    if groups_args is None:
+        return make_optimizer(name, trainable_parameters(model), lr)
+    groups = param_groups(model, groups_args[0], **groups_args[1])
+    if "weight_decay" not in groups_args[1]:
+        for group in groups:  # not asked for: the optimizer's own default (AdamW's 0.01)
+            del group["weight_decay"]
+    return make_optimizer(name, groups, lr)
 
 
 def _train_and_verify(run: _Run, modes: dict[nn.Module, bool]) -> FineTuneReport:
@@ -232,9 +260,12 @@ def _train(run: _Run) -> None:
 
 
 def _unfreeze_scheduled(run: _Run, epoch: int) -> None:
-    """Release this epoch's groups, each at a smaller learning rate than the one before."""
-    for group in run.schedule.get(epoch, []):
-        group_lr = run.options.lr / ULMFIT_LR_FACTOR ** (len(run.report.unfreeze_events) + 1)
+    """Release this epoch's groups at the rates :func:`schedule_rates` planned."""
+    released = run.schedule.get(epoch, [])
+    if released and run.options.unfreeze_schedule == HEAD_THEN_ALL:
+        for g in run.optimizer.param_groups:  # fastai's fine_tune halves the rate here
+            g["lr"] = g["lr"] / 2
+    for group, group_lr in released:
         added = unfreeze_group(run.model, run.optimizer, group, group_lr)
         run.report.unfreeze_events.append(UnfreezeEvent(epoch, group, group_lr, added))
 
@@ -312,12 +343,16 @@ def _notify(run: _Run, epoch: int, loss: float, acc: float) -> None:
     if callback is not None:
         groups = len(run.optimizer.param_groups)
         keep_going = callback(
-            StepEvent(run.step, run.total, epoch, loss, acc, elapsed, eta, groups)
+            StepEvent(run.step, run.total, epoch, loss, acc, elapsed, eta, groups, _lrs(run))
         )
     if keep_going is False:
         run.report.stopped_early, run.report.stop_reason = True, "callback returned False"
     elif stop is not None and stop.is_set():
         run.report.stopped_early, run.report.stop_reason = True, "stop requested"
+
+
+def _lrs(run: _Run) -> tuple[float, ...]:
+    return tuple(float(g["lr"]) for g in run.optimizer.param_groups)
 
 
 def _non_finite(run: _Run, loss_value: float, epoch: int) -> NonFiniteLossError:

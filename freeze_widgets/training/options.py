@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ __all__ = [
 OptimizerName = Literal["adamw", "adam", "sgd"]
 
 #: The optimizers ``finetune`` offers, by lower-case name (SGD with momentum 0.9).
-OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float], torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[[list[Any], float], torch.optim.Optimizer]] = {
     "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
@@ -40,8 +40,10 @@ OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], float], torch.optim.Optimize
 assert tuple(OPTIMIZERS) == get_args(OptimizerName)
 
 
-def make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """The optimizer ``name`` (validated by :func:`check_optimizer`) over ``params``."""
+def make_optimizer(
+    name: str, params: list[nn.Parameter] | list[dict[str, Any]], lr: float
+) -> torch.optim.Optimizer:
+    """The optimizer ``name`` (validated by :func:`check_optimizer`) over parameters or groups."""
     return OPTIMIZERS[check_optimizer(name)](params, lr)
 
 

@@ -33,6 +33,8 @@ class StepEvent:
     elapsed: float
     eta_seconds: float
     param_groups: int = 1
+    lrs: tuple[float, ...] = ()
+    """Each param group's learning rate after the step (the order of ``param_groups``)."""
 
 
 @dataclass(frozen=True)

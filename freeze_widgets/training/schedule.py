@@ -13,13 +13,29 @@ import torch
 from torch import nn
 
 from freeze_widgets.freezing.targets import top_level_groups, unfreeze
+from freeze_widgets.training.param_groups import even_mults
 
-__all__ = ["ULMFIT_LR_FACTOR", "group_params", "resolve_schedule", "unfreeze_group"]
+__all__ = [
+    "HEAD_THEN_ALL",
+    "HEAD_THEN_ALL_SPREAD",
+    "ULMFIT_LR_FACTOR",
+    "describe_rates",
+    "group_params",
+    "resolve_schedule",
+    "schedule_rates",
+    "unfreeze_group",
+]
 
 #: Each gradually unfrozen group trains at ``lr / ULMFIT_LR_FACTOR**k`` (k = 1, 2, ...), the
 #: discriminative factor of ULMFiT (Howard & Ruder, 2018): layers further from the head get
 #: smaller steps.
 ULMFIT_LR_FACTOR = 2.6
+
+#: fastai's ``fine_tune``: train the head (epoch 1), then halve the rate and unfreeze everything
+#: with rates spread geometrically over the top-level groups from ``lr / 2 / spread`` (first
+#: group) to ``lr / 2`` (the last), fastai's ``slice(base_lr / lr_mult, base_lr)``.
+HEAD_THEN_ALL = "head-then-all"
+HEAD_THEN_ALL_SPREAD = 100.0
 
 
 def resolve_schedule(
@@ -42,6 +58,20 @@ def resolve_schedule(
     if schedule is None:
         return {}
     groups = top_level_groups(model)
+    if schedule == HEAD_THEN_ALL:
+        if epochs < 2:
+            raise ValueError(
+                f"unfreeze_schedule={HEAD_THEN_ALL!r} needs at least 2 epochs (epoch 1 trains "
+                "the head, the rest unfreezes at epoch 2); pass epochs=2 or more, or steps= "
+                "covering two passes over the data"
+            )
+        frozen = [g for g in groups if _is_frozen_group(model, g, new_head)]
+        if not frozen:
+            raise ValueError(
+                f"unfreeze_schedule={HEAD_THEN_ALL!r} unfreezes the frozen body at epoch 2, but "
+                "no top-level group is frozen; freeze the body first: freeze_to(model, -1)"
+            )
+        return {2: frozen}
     if schedule == "gradual":
         frozen = [g for g in groups if _is_frozen_group(model, g, new_head)]
         # From the top of the model (its end) backwards, one group per epoch after the first.
@@ -53,7 +83,8 @@ def resolve_schedule(
         items = {i + 2: v for i, v in enumerate(schedule)}
     else:
         raise TypeError(
-            "unfreeze_schedule must be None, 'gradual', a list of group names (entry i is "
+            "unfreeze_schedule must be None, 'gradual', 'head-then-all', a list of group names "
+            "(entry i is "
             "unfrozen at the start of epoch i + 2) or a dict {epoch: names}; "
             f"got {schedule!r}"
         )
@@ -118,5 +149,45 @@ def unfreeze_group(
     trainable = [p for p in group_params(model, group) if p.requires_grad]
     new = [p for p in dict.fromkeys(trainable) if id(p) not in known]
     if new:
-        optimizer.add_param_group({"params": new, "lr": lr})
+        added: dict[str, Any] = {"params": new, "lr": lr}
+        if all("param_names" in g for g in optimizer.param_groups):
+            # torch refuses a group without names beside named ones (param_groups names them)
+            names = {id(p): n for n, p in model.named_parameters()}
+            added["param_names"] = [names.get(id(p), "") for p in new]
+        optimizer.add_param_group(added)
     return len(new)
+
+
+def schedule_rates(
+    model: nn.Module, schedule: Any, resolved: dict[int, list[str]], lr: float
+) -> dict[int, list[tuple[str, float]]]:
+    """Epoch -> (group, learning rate) for each group the schedule releases.
+
+    ``"head-then-all"`` uses fastai's spread (:data:`HEAD_THEN_ALL_SPREAD`) over the top-level
+    groups; every other schedule gives the k-th released group ``lr / 2.6**k`` (ULMFiT).
+    """
+    out: dict[int, list[tuple[str, float]]] = {}
+    if schedule == HEAD_THEN_ALL:
+        groups = top_level_groups(model)
+        top = lr / 2
+        rates = even_mults(top / HEAD_THEN_ALL_SPREAD, top, len(groups))
+        spread = dict(zip(groups, rates, strict=True))
+        for epoch, names in sorted(resolved.items()):
+            out[epoch] = [(g, spread.get(g, top)) for g in names]
+        return out
+    k = 0
+    for epoch, names in sorted(resolved.items()):
+        for g in names:
+            k += 1
+            out.setdefault(epoch, []).append((g, lr / ULMFIT_LR_FACTOR**k))
+    return out
+
+
+def describe_rates(schedule: Any, rates: dict[int, list[tuple[str, float]]], lr: float) -> str:
+    """The learning rates a run will use, one line per epoch that changes them (shown first)."""
+    lines = [f"epoch 1: the trainable groups at lr {lr:.3g}"]
+    for epoch, released in sorted(rates.items()):
+        if schedule == HEAD_THEN_ALL:
+            lines.append(f"epoch {epoch}: groups already training drop to lr {lr / 2:.3g}")
+        lines += [f"epoch {epoch}: unfreeze {g or '(model)'} at lr {r:.3g}" for g, r in released]
+    return "\n".join(lines)

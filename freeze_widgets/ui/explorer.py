@@ -205,8 +205,8 @@ class FreezeExplorer(widgets.VBox):
         self._resync()
 
     def spec(self) -> FreezeSpec:
-        """The current freeze as a :class:`FreezeSpec`."""
-        return FreezeSpec.from_model(self.model, bn=self.bn_policy)
+        """The current freeze as a :class:`FreezeSpec` (with the "lr ×" multipliers, if set)."""
+        return self.panels.with_lr(FreezeSpec.from_model(self.model, bn=self.bn_policy))
 
     def close(self) -> None:
         """Close every widget this explorer made, stop its runs and servers, drop the model.
@@ -240,6 +240,7 @@ class FreezeExplorer(widgets.VBox):
         self.header.show(counts, self._cost.line(counts) if self._cost is not None else ("", ""))
         if self.toolbar.code.value:
             self._show_code()
+        self.panels.after_freeze_change()  # the "lr ×" rows of newly frozen layers read 0
 
     def _apply(self, changed: list[Node]) -> None:
         if changed:
@@ -372,6 +373,7 @@ class FreezeExplorer(widgets.VBox):
         spec = FreezeSpec.from_json(path.read_text(encoding="utf-8"))
         spec.apply(self.model)  # validates every path before changing anything
         self._set_bn_quietly(spec.bn)
+        self.panels.load_lr(spec)
         self.refresh()
         self.messages.info(f"loaded {len(spec.frozen)} frozen paths from {path}")
 

@@ -30,6 +30,7 @@ from freeze_widgets.run import finetune
 from freeze_widgets.training import FineTuneReport, StepEvent, VerificationRow
 from freeze_widgets.ui.background import BackgroundWork
 from freeze_widgets.ui.lifecycle import close_widget_tree
+from freeze_widgets.ui.lr_schedule import ScheduleControl
 from freeze_widgets.ui.messages import MessageArea
 from freeze_widgets.ui.panel_common import (
     busy_line,
@@ -176,6 +177,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         on_finished: Called with the report after a run that touched the model (for example so
             an explorer can refresh its tree after the head was replaced).
         get_bn_policy: Returns the BatchNorm policy to re-apply to frozen BatchNorm layers.
+        get_lr_groups: Returns ``finetune``'s ``lr_groups`` (the explorer's "lr ×"), or None.
         data: Passed to :func:`finetune`; None means synthetic images (the panel says which
             data it trains on).
         image_size: Side of the synthetic images.
@@ -187,6 +189,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         *,
         on_finished: Callable[[FineTuneReport], None] | None = None,
         get_bn_policy: Callable[[], str] | None = None,
+        get_lr_groups: Callable[[], dict[str, Any] | None] | None = None,
         data: Any = None,
         image_size: int = DEFAULT_IMAGE_SIZE,
         **kwargs: Any,
@@ -194,6 +197,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         self._get_model = get_model
         self._on_finished = on_finished
         self._get_bn_policy = get_bn_policy
+        self._get_lr_groups = get_lr_groups
         self._data = data
         self._image_size = image_size
         self._make_controls(data)
@@ -231,6 +235,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
                 self.data_note,
                 widgets.HBox([self.epochs, self.steps, self.lr]),
                 widgets.HBox([self.batch_size, self.num_classes, self.processes]),
+                self.schedule,
                 widgets.HBox([self.run_button, self.stop_button]),
                 widgets.HBox([self.progress, self.eta]),
                 self.plot,
@@ -276,6 +281,12 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             self.processes.layout.display = "none"
         for control in (self.epochs, self.lr, self.batch_size, self.processes):
             control.layout.width = "150px"
+        self.schedule = ScheduleControl()  # its planned rates show before the run
+        for control in (self.epochs, self.lr, self.schedule.choice):
+            control.observe(self._show_plan, names="value")
+
+    def _show_plan(self, _change: Any = None) -> None:
+        self.schedule.show_plan(self._get_model(), float(self.lr.value), int(self.epochs.value))
 
     # ------------------------------------------------------------------ public
 
@@ -355,6 +366,11 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             "bn": bn,
             "image_size": self._image_size,
         }
+        if self.schedule.value is not None:
+            options["unfreeze_schedule"] = self.schedule.value
+        lr_groups = self._get_lr_groups() if self._get_lr_groups is not None else None
+        if lr_groups is not None:  # the explorer's "lr ×" multipliers
+            options["lr_groups"] = lr_groups
         nproc = int(self.processes.value)
         if nproc != 1 and _finetune_takes("nproc"):
             options["nproc"] = nproc
