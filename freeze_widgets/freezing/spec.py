@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -14,29 +15,59 @@ from freeze_widgets.base.checks import (
     require_module,
     require_strings,
 )
-from freeze_widgets.freezing.bn import bn_is_frozen, bn_state, iter_batchnorms
+from freeze_widgets.freezing.bn import (
+    bn_is_frozen,
+    bn_state,
+    iter_batchnorms,
+    peer_frozen_bn,
+    peer_policy,
+)
 from freeze_widgets.freezing.change import FreezeChange
 from freeze_widgets.freezing.targets import resolve_targets, retarget, select
 
-__all__ = ["FreezeSpec", "frozen_paths"]
+__all__ = ["FreezeSpec", "covering_paths", "frozen_paths"]
 
 
 def frozen_paths(model: nn.Module) -> list[str]:
-    """Highest fully-frozen module paths, plus frozen parameters of partly-frozen modules."""
+    """Highest fully-frozen module paths, plus frozen parameters of partly-frozen modules.
+
+    A parameterless BatchNorm frozen by a peer (timm's / torchvision's ``FrozenBatchNorm2d``)
+    counts as frozen, so the spec freezes that layer on a fresh copy too.
+    """
+    return covering_paths(model, lambda p: not p.requires_grad, also=peer_frozen_bn)
+
+
+def covering_paths(
+    model: nn.Module,
+    chosen: Callable[[nn.Parameter], bool],
+    *,
+    also: Callable[[nn.Module], bool] | None = None,
+) -> list[str]:
+    """The shortest module / parameter paths covering exactly the ``chosen`` parameters.
+
+    ``also`` marks parameterless modules to cover as well (a peer's frozen BatchNorm).
+    """
     require_module(model)
     out: list[str] = []
 
     def walk(path: str, mod: nn.Module) -> None:
         ps = list(mod.parameters())
-        frozen = sum(1 for p in ps if not p.requires_grad)
-        if not ps or frozen == 0:
+        if not ps:
+            if also is not None and also(mod):
+                out.append(path)
+            elif also is not None:
+                for name, child in mod.named_children():
+                    walk(f"{path}.{name}" if path else name, child)
             return
-        if frozen == len(ps):
+        n = sum(1 for p in ps if chosen(p))
+        if n == len(ps):
             out.append(path)
+            return
+        if n == 0 and (also is None or not any(also(m) for m in mod.modules())):
             return
         prefix = f"{path}." if path else ""
         for name, p in mod.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if chosen(p):
                 out.append(prefix + name)
         for name, child in mod.named_children():
             walk(prefix + name, child)
@@ -58,9 +89,14 @@ def _check_bn(bn: object, argument: str) -> str:
 def _policy_in_force(model: nn.Module) -> str:
     """The one BatchNorm policy of the frozen BatchNorm layers ("eval" when there are none)."""
     policies: dict[str, list[str]] = {}
-    for path, mod in iter_batchnorms(model):
-        if bn_is_frozen(mod):
-            policies.setdefault(bn_state(mod), []).append(path or "(root)")
+    batchnorms = dict(iter_batchnorms(model))
+    for path, mod in model.named_modules():
+        # A peer's freeze reads as the policy it behaves like (Lightning, timm).
+        policy = peer_policy(mod)
+        if policy is None and path in batchnorms and bn_is_frozen(mod):
+            policy = bn_state(mod)
+        if policy is not None:
+            policies.setdefault(policy, []).append(path or "(root)")
     if len(policies) > 1:
         found = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in sorted(policies.items()))
         raise ValueError(

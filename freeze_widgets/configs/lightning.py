@@ -1,0 +1,83 @@
+"""Lightning's ``BaseFinetuning.freeze(modules, train_bn)`` (``callbacks/finetuning.py``).
+
+The config is the phase a ``BackboneFinetuning``-style callback starts from:
+``{"freeze": [module paths], "train_bn": bool}`` meaning
+``BaseFinetuning.freeze([model.get_submodule(p) for p in freeze], train_bn=train_bn)``. Lightning
+flattens the modules to leaves (and parents owning parameters); a BatchNorm leaf with
+``train_bn`` (Lightning's default) is made *trainable*, any other leaf has its own parameters
+frozen, and a frozen BatchNorm gets ``track_running_stats=False`` (statistics stop updating, but
+in train mode it normalises with the batch's statistics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from freeze_widgets.configs._common import (
+    GradMap,
+    InexpressibleError,
+    check_keys,
+    difference_text,
+    get_typed,
+    string_list,
+)
+from freeze_widgets.freezing.spec import covering_paths
+
+KEYS = {
+    "freeze": "module paths passed to BaseFinetuning.freeze",
+    "train_bn": "bool: BatchNorm layers under them stay trainable (Lightning's default)",
+}
+
+
+def flatten(module: nn.Module) -> list[nn.Module]:
+    """``BaseFinetuning.flatten_modules``: leaves, and parents that own parameters."""
+    return [m for m in module.modules() if not list(m.children()) or m._parameters]
+
+
+def grad_map(config: dict[str, Any], model: nn.Module) -> tuple[GradMap, list[str]]:
+    """What ``BaseFinetuning.freeze`` leaves trainable on a fully trainable model."""
+    check_keys(config, KEYS, "lightning")
+    train_bn = get_typed(config, "train_bn", (bool,), True)
+    frozen: set[int] = set()
+    for path in string_list(config, "freeze"):
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"lightning: {path!r} is not a module of this model") from None
+        for leaf in flatten(module):
+            if not (isinstance(leaf, _BatchNorm) and train_bn):
+                frozen.update(id(p) for p in leaf.parameters(recurse=False))
+    notes = []
+    if train_bn and any(isinstance(m, _BatchNorm) for m in model.modules()):
+        notes.append("train_bn=True keeps the BatchNorm layers under the frozen modules training")
+    return {n: id(p) not in frozen for n, p in model.named_parameters()}, notes
+
+
+def write(wanted: GradMap, model: nn.Module, bn: str) -> dict[str, Any]:
+    """The shortest ``freeze`` list, with ``train_bn`` True where that says it more briefly."""
+    named = dict(model.named_parameters())
+    frozen = {id(named[n]) for n, t in wanted.items() if not t}
+    bn_params = {
+        id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()
+    }
+    tries = []
+    for train_bn, cover in ((False, frozen), (True, frozen | bn_params)):
+        paths = covering_paths(model, lambda p, c=cover: id(p) in c)
+        config = {"freeze": [p for p in paths if p not in named], "train_bn": train_bn}
+        got, _ = grad_map(config, model)
+        if got == wanted and not (train_bn is False and frozen & bn_params and bn == "train"):
+            tries.append(config)
+        elif not tries:
+            nearest, near_got = config, got
+    if tries:
+        return min(tries, key=lambda c: len(c["freeze"]))
+    raise InexpressibleError(
+        "Lightning freezes whole modules (a frozen BatchNorm stops its statistics, so "
+        'bn="train" on frozen BatchNorm layers cannot be said either). Nearest config: '
+        f"{nearest}, which {difference_text(wanted, near_got, model)}",
+        nearest,
+        difference_text(wanted, near_got, model),
+    )
