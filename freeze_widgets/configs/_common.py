@@ -251,10 +251,10 @@ def prefix_overreach(prefix: str, names: Iterable[str]) -> list[str]:
     """
     rows: dict[str, None] = {}
     for name in names:
-        if name.startswith(prefix) and len(name) > len(prefix) and prefix[-1:] != ".":
-            if name[len(prefix)] != ".":
-                end = name.find(".", len(prefix))
-                rows[name if end < 0 else name[:end]] = None
+        reaches = name.startswith(prefix) and len(name) > len(prefix) and prefix[-1:] != "."
+        if reaches and name[len(prefix)] != ".":
+            end = name.find(".", len(prefix))
+            rows[name if end < 0 else name[:end]] = None
     return list(rows)
 
 

@@ -25,7 +25,8 @@ KEYS = {"unfrozen_parameters": "patterns of parameter names to train; all others
 def parse_pattern(pattern: str) -> tuple[re.Pattern[str], tuple[int, int | None] | None]:
     """``LayerNamePattern``: the compiled name regex and the optional row range."""
     match = re.match(r"^(.+)\[([0-9]*)(?::([0-9]*))?\]$", pattern)
-    base, rows = pattern, None
+    base: str = pattern
+    rows: tuple[int, int | None] | None = None
     if match:
         base, start_part, end_part = match.groups()
         if end_part is None and start_part.isdecimal():

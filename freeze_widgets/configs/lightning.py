@@ -11,6 +11,7 @@ in train mode it normalises with the batch's statistics).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -63,21 +64,28 @@ def write(wanted: GradMap, model: nn.Module, bn: str) -> dict[str, Any]:
     bn_params = {
         id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()
     }
-    tries = []
+    # Lightning stops a frozen BatchNorm's statistics: bn="train" there cannot be said.
+    stats_differ = bool(frozen & bn_params) and bn == "train"
+    fits, misses = [], []
     for train_bn, cover in ((False, frozen), (True, frozen | bn_params)):
-        paths = covering_paths(model, lambda p, c=cover: id(p) in c)
+        paths = covering_paths(model, _member(cover))
         config = {"freeze": [p for p in paths if p not in named], "train_bn": train_bn}
         got, _ = grad_map(config, model)
-        if got == wanted and not (train_bn is False and frozen & bn_params and bn == "train"):
-            tries.append(config)
-        elif not tries:
-            nearest, near_got = config, got
-    if tries:
-        return min(tries, key=lambda c: len(c["freeze"]))
+        if got == wanted and not (stats_differ and not train_bn):
+            fits.append(config)
+        else:
+            misses.append((config, got))
+    if fits:
+        return min(fits, key=lambda c: len(c["freeze"]))
+    nearest, got = misses[0]
     raise InexpressibleError(
-        "Lightning freezes whole modules (a frozen BatchNorm stops its statistics, so "
-        'bn="train" on frozen BatchNorm layers cannot be said either). Nearest config: '
-        f"{nearest}, which {difference_text(wanted, near_got, model)}",
+        "Lightning freezes whole modules (and a frozen BatchNorm stops its statistics, so "
+        'bn="train" on frozen BatchNorm layers cannot be said). Nearest config: '
+        f"{nearest}, which {difference_text(wanted, got, model)}",
         nearest,
-        difference_text(wanted, near_got, model),
+        difference_text(wanted, got, model),
     )
+
+
+def _member(ids: set[int]) -> Callable[[nn.Parameter], bool]:
+    return lambda p: id(p) in ids

