@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from freeze_widgets.base.modules import parent_path
 from freeze_widgets.configs._common import (
     GradMap,
     InexpressibleError,
@@ -61,11 +62,10 @@ def write(wanted: GradMap, model: nn.Module, bn: str) -> dict[str, Any]:
     """The shortest ``freeze`` list, with ``train_bn`` True where that says it more briefly."""
     named = dict(model.named_parameters())
     frozen = {id(named[n]) for n, t in wanted.items() if not t}
-    bn_params = {
-        id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()
-    }
+    bn_params = _bn_params_in_frozen_parents(model, frozen)
     # Lightning stops a frozen BatchNorm's statistics: bn="train" there cannot be said.
-    stats_differ = bool(frozen & bn_params) and bn == "train"
+    all_bn = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()}
+    stats_differ = bool(frozen & all_bn) and bn == "train"
     fits, misses = [], []
     for train_bn, cover in ((False, frozen), (True, frozen | bn_params)):
         paths = covering_paths(model, _member(cover))
@@ -85,6 +85,23 @@ def write(wanted: GradMap, model: nn.Module, bn: str) -> dict[str, Any]:
         nearest,
         difference_text(wanted, got, model),
     )
+
+
+def _bn_params_in_frozen_parents(model: nn.Module, frozen: set[int]) -> set[int]:
+    """BatchNorm parameters whose parent's other parameters are all frozen.
+
+    Covering those too lets a ``train_bn=True`` phase name a whole block ("layer1") rather than
+    each of its convolutions.
+    """
+    bn_ids = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()}
+    out: set[int] = set()
+    for path, mod in model.named_modules():
+        if isinstance(mod, _BatchNorm) and path:
+            parent = model.get_submodule(parent_path(path))
+            others = [id(p) for p in parent.parameters() if id(p) not in bn_ids]
+            if others and all(i in frozen for i in others):
+                out.update(id(p) for p in mod.parameters())
+    return out
 
 
 def _member(ids: set[int]) -> Callable[[nn.Parameter], bool]:
