@@ -109,7 +109,7 @@ def axolotl_freeze() -> Iterator[Any]:
         "axolotl": {},
         "axolotl.utils": {},
         "axolotl.utils.distributed": {"is_main_process": lambda: False},
-        "axolotl.utils.logging": {"get_logger": lambda name: logging.getLogger(name)},
+        "axolotl.utils.logging": {"get_logger": logging.getLogger},
     }
     with _loaded("axolotl", "axolotl.utils.freeze", "axolotl/utils/freeze.py", stubs) as m:
         yield m

@@ -265,3 +265,10 @@ def layer_blocks(model: nn.Module) -> list[str]:
         if isinstance(mod, (nn.ModuleList, nn.Sequential)):
             out += [f"{path}.{c}" if path else c for c, _ in mod.named_children()]
     return out
+
+
+def reachable(paths: list[str], names: Iterable[str]) -> list[str]:
+    """Paths that name some parameter name; a tied module reached only under another name
+    (GPT-2's ``lm_head`` holds ``transformer.wte.weight``) would match nothing in a name rule."""
+    listed = list(names)
+    return [p for p in paths if any(n == p or n.startswith(p + ".") for n in listed)]

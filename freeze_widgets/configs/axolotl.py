@@ -16,7 +16,13 @@ from typing import Any
 
 from torch import nn
 
-from freeze_widgets.configs._common import GradMap, check_keys, prefix_overreach, string_list
+from freeze_widgets.configs._common import (
+    GradMap,
+    check_keys,
+    prefix_overreach,
+    reachable,
+    string_list,
+)
 from freeze_widgets.freezing.spec import covering_paths
 
 KEYS = {"unfrozen_parameters": "patterns of parameter names to train; all others are frozen"}
@@ -83,7 +89,7 @@ def write(wanted: GradMap, model: nn.Module) -> dict[str, Any]:
         return {}
     named = dict(model.named_parameters())
     train = {id(named[n]) for n, t in wanted.items() if t}
-    paths = covering_paths(model, lambda p: id(p) in train)
+    paths = reachable(covering_paths(model, lambda p: id(p) in train), named)
     if not paths:
         # An empty list would freeze nothing; this matches no name, so everything is frozen.
         return {"unfrozen_parameters": ["^$"]}

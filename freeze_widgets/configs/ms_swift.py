@@ -25,6 +25,7 @@ from freeze_widgets.configs._common import (
     get_typed,
     layer_blocks,
     prefix_overreach,
+    reachable,
     string_list,
 )
 from freeze_widgets.freezing.spec import covering_paths
@@ -141,5 +142,5 @@ def write(wanted: GradMap, model: nn.Module) -> dict[str, Any]:
         return {"freeze_parameters_ratio": 1.0}
     named = dict(model.named_parameters())
     frozen = {id(named[n]) for n, t in wanted.items() if not t}
-    paths = covering_paths(model, lambda p: id(p) in frozen)
+    paths = reachable(covering_paths(model, lambda p: id(p) in frozen), named)
     return {"freeze_parameters": [p if p in named else f"{p}." for p in paths]}
