@@ -82,13 +82,9 @@ def test_ms_swift_ratio_landing_mid_block_is_named_with_the_ratios_at_its_edges(
     assert result.frozen == tuple(n for n, _ in named[: upto + 1])
     note = next(n for n in result.notes if "in the middle" in n)
     assert "model.layers.5" in note
-    lo, hi = (
-        float(x)
-        for x in re.findall(r"freeze_parameters_ratio ([0-9.]+) (?:stops|after)", note + " after")[
-            :1
-        ]
-        + re.findall(r", ([0-9.]+) after it", note)
-    )
+    edges = re.search(r"freeze_parameters_ratio (\S+) stops before it, (\S+) after it", note)
+    assert edges is not None
+    lo, hi = float(edges[1]), float(edges[2])
     ends = [n for n, _ in named[: ratio_cut(model, lo)]]
     assert ends[-1].startswith("model.layers.4.")
     assert [n for n, _ in named[: ratio_cut(model, hi)]][-1].startswith("model.layers.5.")
