@@ -237,3 +237,19 @@ def test_to_config_never_writes_an_approximate_config() -> None:
     for target in ("axolotl", "ms-swift"):
         result = preview(target, to_config(spec, target, model), model, spec)
         assert result.matches_spec
+
+
+@pytest.mark.parametrize("build", ["nested", "tied", "gpt2"])
+def test_covering_paths_agrees_with_frozen_paths(build: str) -> None:
+    from conftest import Nested, Tied
+
+    from freeze_widgets import freeze
+    from freeze_widgets.configs._common import covering_paths
+    from freeze_widgets.freezing.spec import frozen_paths
+
+    model = {"nested": Nested, "tied": Tied, "gpt2": lambda: gpt2(3)}[build]()
+    names = [n for n, _ in model.named_parameters()]
+    for cut in (0, 1, len(names) // 2, len(names)):
+        for name in names[:cut]:
+            freeze(model, name)
+        assert covering_paths(model, lambda p: not p.requires_grad) == frozen_paths(model)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,49 +24,25 @@ from freeze_widgets.freezing.bn import (
 from freeze_widgets.freezing.change import FreezeChange
 from freeze_widgets.freezing.targets import resolve_targets, retarget, select
 
-__all__ = ["FreezeSpec", "covering_paths", "frozen_paths"]
+__all__ = ["FreezeSpec", "frozen_paths"]
 
 
 def frozen_paths(model: nn.Module) -> list[str]:
-    """Highest fully-frozen module paths, plus frozen parameters of partly-frozen modules.
-
-    A parameterless BatchNorm frozen by a peer (timm's / torchvision's ``FrozenBatchNorm2d``)
-    counts as frozen, so the spec freezes that layer on a fresh copy too.
-    """
-    return covering_paths(model, lambda p: not p.requires_grad, also=peer_frozen_bn)
-
-
-def covering_paths(
-    model: nn.Module,
-    chosen: Callable[[nn.Parameter], bool],
-    *,
-    also: Callable[[nn.Module], bool] | None = None,
-) -> list[str]:
-    """The shortest module / parameter paths covering exactly the ``chosen`` parameters.
-
-    ``also`` marks parameterless modules to cover as well (a peer's frozen BatchNorm).
-    """
+    """Highest fully-frozen module paths, plus frozen parameters of partly-frozen modules."""
     require_module(model)
     out: list[str] = []
 
     def walk(path: str, mod: nn.Module) -> None:
         ps = list(mod.parameters())
-        if not ps:
-            if also is not None and also(mod):
-                out.append(path)
-            elif also is not None:
-                for name, child in mod.named_children():
-                    walk(f"{path}.{name}" if path else name, child)
+        frozen = sum(1 for p in ps if not p.requires_grad)
+        if not ps or frozen == 0:
             return
-        n = sum(1 for p in ps if chosen(p))
-        if n == len(ps):
+        if frozen == len(ps):
             out.append(path)
-            return
-        if n == 0 and (also is None or not any(also(m) for m in mod.modules())):
             return
         prefix = f"{path}." if path else ""
         for name, p in mod.named_parameters(recurse=False):
-            if chosen(p):
+            if not p.requires_grad:
                 out.append(prefix + name)
         for name, child in mod.named_children():
             walk(prefix + name, child)
@@ -107,6 +82,21 @@ def _policy_in_force(model: nn.Module) -> str:
     return next(iter(policies), "eval")
 
 
+def _peer_frozen_batchnorms(model: nn.Module, paths: list[str]) -> list[str]:
+    """Parameterless frozen BatchNorm layers (timm's ``FrozenBatchNorm2d``) not under ``paths``.
+
+    Their weight and bias became buffers, so ``frozen_paths`` cannot see them; without them a
+    spec applied to a fresh copy would leave those layers training.
+    """
+    return [
+        path
+        for path, mod in model.named_modules()
+        if path
+        and peer_frozen_bn(mod)
+        and not any(p in ("", path) or path.startswith(p + ".") for p in paths)
+    ]
+
+
 @dataclass(frozen=True)
 class FreezeSpec:
     """A freeze as data: the shortest list of frozen paths plus the BatchNorm policy.
@@ -144,7 +134,9 @@ class FreezeSpec:
         require_module(model)
         if bn is None:
             bn = _policy_in_force(model)
-        return cls(tuple(frozen_paths(model)), _check_bn(bn, "FreezeSpec.from_model"))
+        paths = frozen_paths(model)
+        paths += _peer_frozen_batchnorms(model, paths)
+        return cls(tuple(paths), _check_bn(bn, "FreezeSpec.from_model"))
 
     def apply(self, model: nn.Module) -> FreezeChange:
         """Make ``model`` frozen exactly at these paths and trainable elsewhere, in place.
