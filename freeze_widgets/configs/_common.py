@@ -299,7 +299,7 @@ def covering_paths(model: nn.Module, chosen: Callable[[nn.Parameter], bool]) -> 
     out: list[str] = []
     skip: list[str] = []  # subtrees already covered, or holding nothing chosen
     for path, mod in order:
-        if any(path == s or path.startswith(s + ".") for s in skip[-1:]):
+        if any(s in ("", path) or path.startswith(s + ".") for s in skip[-1:]):
             continue
         some, other = flags[id(mod)]
         if not some:
