@@ -256,6 +256,8 @@ def apply_bn_policy(
         before = bn_state(mod)
         all_frozen = not any(p.requires_grad for p in mod.parameters())
         target = bn if (frozen and all_frozen) else "train"
+        if target == "train" and isinstance(mod, _BatchNorm) and mod.running_mean is not None:
+            mod.track_running_stats = True  # Lightning's freeze turned it off; training restarts
         if before == target:
             continue
         new = _with_policy(model, path, release_bn(mod), target)
