@@ -159,7 +159,11 @@ def write(wanted: GradMap, model: nn.Module) -> dict[str, Any]:
     extras = sorted(
         {m for m in other for n in names if wanted[n] and m in n and not re.search(r"\.\d+\.", n)}
     )
-    candidates = [
+    # The runs the trainable layer ids point at come first; the full scan (for the nearest
+    # config) only matters when the freeze cannot be said exactly.
+    likely = [len(ids), -len(ids)]
+    candidates = [_config(k, modules, hidden, extras, False) for k in likely]
+    candidates += [
         _config(k, modules, hidden, extras, False) for k in range(-n_layers, n_layers + 1)
     ]
     candidates += [
