@@ -47,9 +47,20 @@ def _config(spec: FreezeSpec, target: str, model: nn.Module) -> dict[str, Any] |
         return None
 
 
-@pytest.mark.parametrize("index", range(len(LLAMA_SPECS)))
-def test_axolotl_own_code_reproduces_the_spec(index: int) -> None:
-    model, spec = llama(), LLAMA_SPECS[index]
+RESNET_SPEC = FreezeSpec(("conv1", "bn1", "layer1", "layer2.0.conv1", "layer3.5.bn3.bias"))
+CASES = [("llama", i) for i in range(len(LLAMA_SPECS))] + [
+    pytest.param(("resnet50", 0), marks=pytest.mark.slow)
+]
+
+
+def _case(case: Any) -> tuple[nn.Module, FreezeSpec]:
+    kind, index = case
+    return (llama(), LLAMA_SPECS[index]) if kind == "llama" else (resnet50(), RESNET_SPEC)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_axolotl_own_code_reproduces_the_spec(case: Any) -> None:
+    model, spec = _case(case)
     config = _config(spec, "axolotl", model)
     assert config is not None  # axolotl can say any parameter set
     with axolotl_freeze() as tool:
@@ -59,9 +70,9 @@ def test_axolotl_own_code_reproduces_the_spec(index: int) -> None:
         assert grads(ran) == _spec_map(spec, model)
 
 
-@pytest.mark.parametrize("index", range(len(LLAMA_SPECS)))
-def test_ms_swift_own_code_reproduces_the_spec(index: int) -> None:
-    model, spec = llama(), LLAMA_SPECS[index]
+@pytest.mark.parametrize("case", CASES)
+def test_ms_swift_own_code_reproduces_the_spec(case: Any) -> None:
+    model, spec = _case(case)
     config = _config(spec, "ms-swift", model)
     assert config is not None
     with swift_utils() as tool:
@@ -70,6 +81,12 @@ def test_ms_swift_own_code_reproduces_the_spec(index: int) -> None:
             ran, config.get("freeze_parameters_ratio", 0.0), config.get("freeze_parameters", [])
         )
         assert grads(ran) == _spec_map(spec, model)
+
+
+@pytest.mark.slow
+def test_llamafactory_refuses_a_model_without_a_layer_count() -> None:
+    with pytest.raises(ValueError, match="does not support freeze tuning"):
+        to_config(RESNET_SPEC, "llamafactory", resnet50())
 
 
 def _run_llamafactory(tool: Any, model: nn.Module, config: dict[str, Any]) -> dict[str, bool]:
