@@ -153,3 +153,19 @@ def swift_utils() -> Iterator[Any]:
         "ms_swift", "swift.utils.transformers_utils", "swift/utils/transformers_utils.py", stubs
     ) as m:
         yield m
+
+
+@contextmanager
+def finetuning_scheduler() -> Iterator[Any]:
+    """``finetuning_scheduler`` from the unpacked wheel (it imports with the installed lightning)."""
+    root = Path(os.environ.get("FW_TOOL_SOURCES") or "/nonexistent") / "fts"
+    if not (root / "finetuning_scheduler").is_dir():
+        pytest.skip("set FW_TOOL_SOURCES with the unpacked finetuning-scheduler wheel in fts/")
+    sys.path.insert(0, str(root))
+    try:
+        import finetuning_scheduler.fts_supporters as supporters
+        from finetuning_scheduler.strategy_adapters.base import StrategyAdapter
+
+        yield supporters.ScheduleParsingMixin, StrategyAdapter
+    finally:
+        sys.path.remove(str(root))

@@ -253,3 +253,32 @@ def test_covering_paths_agrees_with_frozen_paths(build: str) -> None:
         for name in names[:cut]:
             freeze(model, name)
         assert covering_paths(model, lambda p: not p.requires_grad) == frozen_paths(model)
+
+
+def test_finetuning_scheduler_phase_0_regex_reaches_layers_10_to_19() -> None:
+    model = llama()
+    result = preview(
+        "fts", "0:\n  params:\n  - model.layers.1\n1:\n  params: [lm_head.weight]\n", model
+    )
+    expected = [n for i in [1, *range(10, 20)] for n in _layer_names(model, f"model.layers.{i}.")]
+    assert sorted(result.trainable) == sorted(expected)
+    assert any("also thaws model.layers.10" in n for n in result.notes)
+    assert any("phases 1 thaw more later" in n for n in result.notes)
+    with pytest.raises(ValueError, match="matches no parameter"):
+        preview("fts", {0: {"params": ["model.encoder.*"]}}, model)
+    with pytest.raises(ValueError, match="unknown Finetuning-Scheduler key"):
+        preview("fts", {0: {"param": ["lm_head.weight"]}}, model)
+
+
+@pytest.mark.parametrize("build", [gpt2, llama])
+def test_finetuning_scheduler_round_trip_and_bn_policy(build: Any) -> None:
+    model = build()
+    blocks = "model.layers" if build is llama else "transformer.h"
+    spec = FreezeSpec((f"{blocks}.0", f"{blocks}.1.mlp", f"{blocks}.2"))
+    text = to_config(spec, "fts", model)
+    back = from_config("fts", text, model)
+    assert back.bn == "train"  # FTS's default: frozen BatchNorm statistics keep updating
+    fresh_a, fresh_b = copy.deepcopy(model), copy.deepcopy(model)
+    spec.apply(fresh_a)
+    back.apply(fresh_b)
+    assert grads(fresh_a) == grads(fresh_b)

@@ -200,3 +200,20 @@ def test_peft_modules_to_save_train_exactly_the_spec_s_trainable_modules() -> No
             trained.add(base)
     wanted = _spec_map(spec, model)
     assert trained == {n for n, t in wanted.items() if t}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_finetuning_scheduler_own_code_reproduces_the_spec(case: Any) -> None:
+    from config_tools import finetuning_scheduler
+    from lightning.pytorch.callbacks import BaseFinetuning
+
+    model, spec = _case(case)
+    config = load_config(to_config(spec, "fts", model), "fts")
+    with finetuning_scheduler() as (parsing, adapter):
+        parser = object.__new__(type("Parser", (parsing,), {}))
+        parser.ft_schedule = copy.deepcopy(config)
+        parser._parse_phase(0, dict(model.named_parameters()).keys(), ([], set()))
+        ran = copy.deepcopy(model)
+        BaseFinetuning.freeze(ran, train_bn=False)  # FinetuningScheduler.freeze_before_training
+        adapter.base_ft_phase(ran, thaw_pl=parser.ft_schedule[0]["params"])
+        assert grads(ran) == _spec_map(spec, model)

@@ -156,7 +156,9 @@ def load_config(config: object, target: str) -> dict[str, Any]:
         raise TypeError(
             f"config must be YAML/JSON text or a dict of {target} keys; got {type(config).__name__}"
         )
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+    numbered = target == "fts"  # a Finetuning-Scheduler schedule is keyed by phase number
+    key_types = (str, int) if numbered else (str,)
+    if not isinstance(data, dict) or not all(isinstance(k, key_types) for k in data):
         raise ValueError(
             f"{target} config must be a mapping of keys to values (as in the tool's YAML file); "
             f"got {type(data).__name__}"

@@ -30,6 +30,8 @@ from freeze_widgets.configs._common import (
 # imports this module, and the import-graph check would count that as a cycle.
 from freeze_widgets.configs.axolotl import grad_map as axolotl_map
 from freeze_widgets.configs.axolotl import write as axolotl_write
+from freeze_widgets.configs.fts import grad_map as fts_map
+from freeze_widgets.configs.fts import write as fts_write
 from freeze_widgets.configs.lightning import grad_map as lightning_map
 from freeze_widgets.configs.lightning import write as lightning_write
 from freeze_widgets.configs.llamafactory import grad_map as llamafactory_map
@@ -51,6 +53,7 @@ _READERS: dict[str, _Reader] = {
     "peft": peft_map,
     "timm": timm_map,
     "lightning": lightning_map,
+    "fts": fts_map,
 }
 TARGETS: tuple[str, ...] = tuple(_READERS)
 
@@ -65,15 +68,18 @@ _HEADERS = {
         "    train_bn=cfg['train_bn']) in freeze_before_training"
     ),
 }
+_HEADERS["fts"] = (
+    "Finetuning-Scheduler: ft_schedule YAML, phase 0 (add later phases as you like);\n"
+    "frozen BatchNorm statistics keep updating unless frozen_bn_track_running_stats=False"
+)
 
 
 def _target(target: object) -> str:
     if not isinstance(target, str):
         raise TypeError(f"target must be one of {', '.join(TARGETS)}; got {type(target).__name__}")
     key = target.lower().replace("_", "-")
-    key = {"llama-factory": "llamafactory", "ms-swift": "ms-swift", "swift": "ms-swift"}.get(
-        key, key
-    )
+    aliases = {"llama-factory": "llamafactory", "swift": "ms-swift", "finetuning-scheduler": "fts"}
+    key = aliases.get(key, key)
     if key not in _READERS:
         raise unknown_name_error(
             "target", target, TARGETS, way_out=f"Targets: {', '.join(TARGETS)}."
@@ -91,6 +97,7 @@ def _write(target: str, wanted: GradMap, model: nn.Module, bn: str) -> dict[str,
         "axolotl": axolotl_write,
         "ms-swift": ms_swift_write,
         "peft": peft_write,
+        "fts": fts_write,
     }
     return writers[target](wanted, model)
 
@@ -160,7 +167,7 @@ def from_config(target: str, config: object, model: nn.Module) -> FreezeSpec:
             f"this {result.target} config names what is not in this model ({unmatched[0]}): is "
             "it for another model? Check it with preview() first"
         )
-    bn = "eval"
+    bn = "train" if result.target == "fts" else "eval"  # FTS's frozen_bn_track_running_stats
     if result.target == "timm":
         bn = timm_bn_policy(result.config)
     return spec_from_grad_map(model, result.grad_map, bn)

@@ -32,6 +32,7 @@ _CHOICES = {
     "PEFT": "peft",
     "timm": "timm",
     "Lightning": "lightning",
+    "Finetuning-Scheduler": "fts",
 }
 # Clipboard from a click in the page (a secure context such as localhost or https).
 _COPY_JS = (
