@@ -1,11 +1,17 @@
 """Test helpers: tiny LLMs and ResNet-50, and the trainers' own freeze functions where available.
 
-LLaMA-Factory, axolotl and ms-swift do not install here (their dependencies pin other torch
-versions), so their freeze functions are loaded from the unpacked wheels named by
-``FW_TOOL_SOURCES`` (``pip download --no-deps llamafactory axolotl ms-swift``, each wheel
-unzipped into a folder of its name), with only their logging and distributed helpers stubbed.
+LLaMA-Factory, axolotl, ms-swift and Finetuning-Scheduler are not installed here (their
+dependencies pin other versions), so their freeze functions are loaded from unpacked wheels in
+the folder ``FW_TOOL_SOURCES`` names, with only their logging and distributed helpers stubbed::
+
+    mkdir -p /tmp/tools && cd /tmp/tools
+    pip download --no-deps llamafactory axolotl ms-swift finetuning-scheduler
+    for w in llamafactory axolotl ms_swift; do mkdir $w && (cd $w && unzip -q ../$w-*.whl); done
+    mkdir fts && (cd fts && unzip -q ../finetuning_scheduler-*.whl)
+    FW_TOOL_SOURCES=/tmp/tools pytest tests/test_configs_tools.py
+
 Without it, those tests skip; the re-implementations are still checked against each tool's own
-documented examples.
+examples in tests/test_configs.py.
 """
 
 from __future__ import annotations

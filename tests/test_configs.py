@@ -282,3 +282,20 @@ def test_finetuning_scheduler_round_trip_and_bn_policy(build: Any) -> None:
     spec.apply(fresh_a)
     back.apply(fresh_b)
     assert grads(fresh_a) == grads(fresh_b)
+
+
+@pytest.mark.parametrize("target", ["timm", "lightning", "peft", "fts"])
+def test_module_level_targets_round_trip(target: str) -> None:
+    model = gpt2(4)
+    spec = FreezeSpec(
+        ("transformer.wte", "transformer.wpe", "transformer.h.0", "transformer.h.1.mlp")
+    )
+    if target == "peft":  # PEFT saves whole modules: what trains must be whole modules
+        spec = FreezeSpec((*spec.frozen, "transformer.h.1"))
+    text = to_config(spec, target, model)
+    back = from_config(target, text, model)
+    fresh_a, fresh_b = copy.deepcopy(model), copy.deepcopy(model)
+    spec.apply(fresh_a)
+    back.apply(fresh_b)
+    assert grads(fresh_a) == grads(fresh_b)
+    assert load_config(to_config(back, target, model), target) == load_config(text, target)
