@@ -16,6 +16,7 @@ from typing import Any
 import ipywidgets as widgets
 from torch import nn
 
+from freeze_widgets.base.wording import one_line
 from freeze_widgets.configs import InexpressibleError, from_config, preview, to_config
 from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.ui.messages import MessageArea
@@ -128,8 +129,8 @@ class ConfigView(widgets.VBox):
         except InexpressibleError as exc:
             near = "" if exc.nearest is None else f"\n# nearest it can say: {exc.nearest}"
             text = f"# {self.target.value} cannot express this freeze exactly.\n# {exc}{near}"
-        except ValueError as exc:
-            text = f"# {self.target.value}: {exc}"
+        except Exception as exc:  # shown where the config would be, never a traceback
+            text = f"# {self.target.value}: {one_line(exc)}"
         self.code.value = _pre(text)
         return True
 
