@@ -34,6 +34,8 @@ __all__ = [
     "check_bn_policy_fits",
     "is_batchnorm",
     "iter_batchnorms",
+    "peer_frozen_bn",
+    "peer_policy",
     "release_bn",
     "set_bn_policy",
     "swaps_when_frozen",
@@ -175,6 +177,37 @@ def bn_is_frozen(module: nn.Module) -> bool:
     return bn_state(module) != "train"
 
 
+# Frozen BatchNorm classes of timm and torchvision: weight and bias become buffers.
+_PEER_FROZEN_NAMES = ("FrozenBatchNorm2d", "FrozenBatchNormAct2d")
+
+
+def peer_frozen_bn(module: nn.Module) -> bool:
+    """True for a parameterless frozen BatchNorm a peer put in (``timm.utils.freeze``)."""
+    return type(module).__name__ in _PEER_FROZEN_NAMES and next(module.parameters(), None) is None
+
+
+def peer_policy(module: nn.Module) -> BnPolicy | None:
+    """The policy a BatchNorm frozen by a peer behaves like, or None if it is not one.
+
+    timm's ``FrozenBatchNorm2d`` is "frozen". Lightning's ``BaseFinetuning.freeze(train_bn=False)``
+    freezes the parameters and sets ``track_running_stats=False`` (statistics never update) while
+    leaving the layer in train mode: the nearest policy is "eval" (fixed statistics), though
+    Lightning normalises a train-mode batch with its own statistics.
+    """
+    if peer_frozen_bn(module):
+        return "frozen"
+    params = list(module.parameters())
+    lightning_frozen = (
+        isinstance(module, _BatchNorm)
+        and not module.track_running_stats
+        and module.running_mean is not None
+        and bool(params)
+        and not any(p.requires_grad for p in params)
+        and bn_state(module) == "train"
+    )
+    return "eval" if lightning_frozen else None
+
+
 def iter_batchnorms(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """Every BatchNorm layer (including swapped :class:`FrozenBatchNorm`) with its path."""
     require_module(model)
@@ -224,6 +257,8 @@ def apply_bn_policy(
         before = bn_state(mod)
         all_frozen = not any(p.requires_grad for p in mod.parameters())
         target = bn if (frozen and all_frozen) else "train"
+        if target == "train" and isinstance(mod, _BatchNorm) and mod.running_mean is not None:
+            mod.track_running_stats = True  # Lightning's freeze turned it off; training restarts
         if before == target:
             continue
         new = _with_policy(model, path, release_bn(mod), target)

@@ -15,7 +15,13 @@ from freeze_widgets.base.checks import (
     require_module,
     require_strings,
 )
-from freeze_widgets.freezing.bn import bn_is_frozen, bn_state, iter_batchnorms
+from freeze_widgets.freezing.bn import (
+    bn_is_frozen,
+    bn_state,
+    iter_batchnorms,
+    peer_frozen_bn,
+    peer_policy,
+)
 from freeze_widgets.freezing.change import FreezeChange
 from freeze_widgets.freezing.lr_code import lr_groups_code
 from freeze_widgets.freezing.targets import resolve_targets, retarget, select
@@ -60,9 +66,14 @@ def _check_bn(bn: object, argument: str) -> str:
 def _policy_in_force(model: nn.Module) -> str:
     """The one BatchNorm policy of the frozen BatchNorm layers ("eval" when there are none)."""
     policies: dict[str, list[str]] = {}
-    for path, mod in iter_batchnorms(model):
-        if bn_is_frozen(mod):
-            policies.setdefault(bn_state(mod), []).append(path or "(root)")
+    batchnorms = dict(iter_batchnorms(model))
+    for path, mod in model.named_modules():
+        # A peer's freeze reads as the policy it behaves like (Lightning, timm).
+        policy = peer_policy(mod)
+        if policy is None and path in batchnorms and bn_is_frozen(mod):
+            policy = bn_state(mod)
+        if policy is not None:
+            policies.setdefault(policy, []).append(path or "(root)")
     if len(policies) > 1:
         found = "; ".join(f"{k}: {', '.join(v[:3])}" for k, v in sorted(policies.items()))
         raise ValueError(
@@ -95,6 +106,21 @@ def _check_lr_mult(value: object) -> tuple[tuple[str, float], ...]:
             raise ValueError(f"lr_mult[{path!r}] must be a finite number >= 0; got {mult!r}")
         out[path] = float(mult)
     return tuple(sorted(out.items()))
+
+
+def _peer_frozen_batchnorms(model: nn.Module, paths: list[str]) -> list[str]:
+    """Parameterless frozen BatchNorm layers (timm's ``FrozenBatchNorm2d``) not under ``paths``.
+
+    Their weight and bias became buffers, so ``frozen_paths`` cannot see them; without them a
+    spec applied to a fresh copy would leave those layers training.
+    """
+    return [
+        path
+        for path, mod in model.named_modules()
+        if path
+        and peer_frozen_bn(mod)
+        and not any(p in ("", path) or path.startswith(p + ".") for p in paths)
+    ]
 
 
 @dataclass(frozen=True)
@@ -137,7 +163,9 @@ class FreezeSpec:
         require_module(model)
         if bn is None:
             bn = _policy_in_force(model)
-        return cls(tuple(frozen_paths(model)), _check_bn(bn, "FreezeSpec.from_model"))
+        paths = frozen_paths(model)
+        paths += _peer_frozen_batchnorms(model, paths)
+        return cls(tuple(paths), _check_bn(bn, "FreezeSpec.from_model"))
 
     def apply(self, model: nn.Module) -> FreezeChange:
         """Make ``model`` frozen exactly at these paths and trainable elsewhere, in place.

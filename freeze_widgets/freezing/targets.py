@@ -35,6 +35,7 @@ from freeze_widgets.freezing.bn import (
     set_bn_policy,
 )
 from freeze_widgets.freezing.change import FreezeChange
+from freeze_widgets.freezing.objects import target_paths
 from freeze_widgets.freezing.rollback import all_or_nothing, change_scope
 
 __all__ = [
@@ -92,7 +93,9 @@ def _match_pattern(model: nn.Module, pattern: str, resolved: _Resolved) -> bool:
     return hit
 
 
-def resolve_targets(model: nn.Module, targets: Iterable[str], *, exact: bool = False) -> _Resolved:
+def resolve_targets(
+    model: nn.Module, targets: Iterable[str | nn.Module], *, exact: bool = False
+) -> _Resolved:
     """Resolve dotted paths and glob patterns to modules and parameters.
 
     An exact path wins over a pattern: module names may contain glob characters
@@ -111,7 +114,7 @@ def resolve_targets(model: nn.Module, targets: Iterable[str], *, exact: bool = F
     if isinstance(targets, str) or not isinstance(targets, Iterable):
         raise TypeError(f"targets must be an iterable of strings; got {type(targets).__name__}")
     resolved = _Resolved([], [])
-    for target in targets:
+    for target in target_paths(model, targets):  # module objects and nested lists too
         if not isinstance(target, str):
             raise TypeError(
                 "targets must be strings (dotted paths or patterns); "
@@ -261,19 +264,24 @@ def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> 
 # --------------------------------------------------------------------------- public API
 
 
-def freeze(model: nn.Module, *targets: str, bn: str = "eval") -> FreezeChange:
+def freeze(
+    model: nn.Module, *targets: str | nn.Module, bn: str = "eval", train_bn: bool = False
+) -> FreezeChange:
     """Freeze parameters of ``model`` in place.
 
     Args:
         model: The model; changed in place.
         *targets: Dotted module or parameter paths, or glob patterns (``"layer1"``,
             ``"layer2.*"``, ``"*.bn1"``, ``"*.bias"``). No target freezes the whole model.
+            Module objects and nested lists of them work too (Lightning's style).
         bn: BatchNorm policy for layers whose parameters all end up frozen: ``"eval"`` keeps
             them in eval mode even after ``model.train()``; ``"frozen"`` swaps plain
             ``BatchNorm1d/2d/3d`` / ``SyncBatchNorm`` for :class:`FrozenBatchNorm` (under every
             name a shared layer has) and freezes any subclass in place (timm's
             ``BatchNormAct2d`` keeps its activation), so eval outputs are unchanged;
             ``"train"`` lets running statistics keep updating.
+        train_bn: Lightning's ``BaseFinetuning.freeze(train_bn=True)``: BatchNorm layers under
+            the targets are left out of the freeze and made trainable (weights and statistics).
 
     Returns:
         A :class:`FreezeChange` naming what changed.
@@ -292,11 +300,26 @@ def freeze(model: nn.Module, *targets: str, bn: str = "eval") -> FreezeChange:
         (False, False)
     """
     check_bn_policy(bn)
+    if not isinstance(train_bn, bool):
+        raise TypeError(f"train_bn must be True or False; got {type(train_bn).__name__}")
     chosen = select(resolve_targets(model, targets or ("",)))
+    if train_bn:
+        return retarget(model, *_split_batchnorms(chosen), bn)
     return apply_freeze(model, chosen.params, chosen.names, chosen.bns, frozen=True, bn=bn)
 
 
-def unfreeze(model: nn.Module, *targets: str) -> FreezeChange:
+def _split_batchnorms(chosen: Selection) -> tuple[Selection, Selection]:
+    """``chosen`` as (its BatchNorm layers and their parameters, everything else)."""
+    bn_ids = {id(p) for m in chosen.bns.values() for p in m.parameters()}
+    norms, rest = Selection([], [], dict(chosen.bns)), Selection([], [], {})
+    seen: dict[int, set[int]] = {id(norms): set(), id(rest): set()}
+    for name, p in zip(chosen.names, chosen.params, strict=True):
+        side = norms if id(p) in bn_ids else rest
+        side.add(name, p, seen[id(side)])
+    return norms, rest
+
+
+def unfreeze(model: nn.Module, *targets: str | nn.Module) -> FreezeChange:
     """Make parameters trainable again and release BatchNorm policies, in place.
 
     Same targets as :func:`freeze`; no target unfreezes the whole model. A BatchNorm swapped

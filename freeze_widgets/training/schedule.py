@@ -149,13 +149,20 @@ def unfreeze_group(
     trainable = [p for p in group_params(model, group) if p.requires_grad]
     new = [p for p in dict.fromkeys(trainable) if id(p) not in known]
     if new:
-        added: dict[str, Any] = {"params": new, "lr": lr}
-        if all("param_names" in g for g in optimizer.param_groups):
-            # torch refuses a group without names beside named ones (param_groups names them)
-            names = {id(p): n for n, p in model.named_parameters()}
-            added["param_names"] = [names.get(id(p), "") for p in new]
-        optimizer.add_param_group(added)
+        add_param_group(model, optimizer, new, lr)
     return len(new)
+
+
+def add_param_group(
+    model: nn.Module, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], lr: float
+) -> None:
+    """``optimizer.add_param_group`` for ``params`` at ``lr``, named when the others are."""
+    added: dict[str, Any] = {"params": params, "lr": lr}
+    if all("param_names" in g for g in optimizer.param_groups):
+        # torch refuses a group without names beside named ones (param_groups names them)
+        names = {id(p): n for n, p in model.named_parameters()}
+        added["param_names"] = [names.get(id(p), "") for p in params]
+    optimizer.add_param_group(added)
 
 
 def schedule_rates(

@@ -19,6 +19,7 @@ from freeze_widgets.models.vision import load_model
 from freeze_widgets.models.weights import WEIGHTS_HINT_ATTR, weights_source
 from freeze_widgets.tree import ModuleTree, Node, NodeState, ParamCounts
 from freeze_widgets.ui.background import BusyState
+from freeze_widgets.ui.config_view import ConfigView
 from freeze_widgets.ui.cost_line import LiveCost
 from freeze_widgets.ui.export_panel import ExportPanel
 from freeze_widgets.ui.finetune_panel import FineTunePanel
@@ -107,8 +108,17 @@ class FreezeExplorer(widgets.VBox):
         self.toolbar = Toolbar(spec_path=spec_path)
         self.tree_view = TreeWidget()
         self.messages = MessageArea()
-        self.code_view = widgets.HTML(layout=widgets.Layout(display="none"))
+        self.code_view = widgets.HTML()
         self.code_view.add_class("fw-code")
+        self.config_view = ConfigView(  # the code view with a target selector (issue 22)
+            self.code_view,
+            self.tree_view,
+            self.messages,
+            lambda: self.model,
+            self.spec,
+            self._apply_spec,
+            self._show_code,
+        )
         self.panels = PanelsHost(
             lambda: self.model,
             self._busy,
@@ -119,7 +129,14 @@ class FreezeExplorer(widgets.VBox):
         self.open_finetune = self.panels.open_finetune
         self.open_export = self.panels.open_export
         super().__init__(
-            [self.header, self.toolbar, self.tree_view, self.messages, self.code_view, self.panels],
+            [
+                self.header,
+                self.toolbar,
+                self.tree_view,
+                self.messages,
+                self.config_view,
+                self.panels,
+            ],
             **kwargs,
         )
         self.add_class("fw-explorer")
@@ -253,6 +270,8 @@ class FreezeExplorer(widgets.VBox):
         self._after_change()
 
     def _show_code(self) -> None:
+        if self.config_view.render():  # a trainer's config is chosen instead of PyTorch code
+            return
         code = self.spec().to_code()
         if self._cost is not None:  # what this freeze costs, and on which assumptions
             line, assumptions = self._cost.line(self.counts)
@@ -351,7 +370,7 @@ class FreezeExplorer(widgets.VBox):
 
     @_guarded("code view")
     def _on_code_toggle(self, change: dict[str, Any]) -> None:
-        self.code_view.layout.display = "" if change["new"] else "none"
+        self.config_view.layout.display = "" if change["new"] else "none"
         if change["new"]:
             self._show_code()
 
@@ -371,11 +390,15 @@ class FreezeExplorer(widgets.VBox):
         if not path.is_file():
             raise FileNotFoundError(f"no spec file at {path}; save one first or fix the path")
         spec = FreezeSpec.from_json(path.read_text(encoding="utf-8"))
+        self._apply_spec(spec)
+        self.messages.info(f"loaded {len(spec.frozen)} frozen paths from {path}")
+
+    def _apply_spec(self, spec: FreezeSpec) -> None:
+        self._check_idle()
         spec.apply(self.model)  # validates every path before changing anything
         self._set_bn_quietly(spec.bn)
         self.panels.load_lr(spec)
         self.refresh()
-        self.messages.info(f"loaded {len(spec.frozen)} frozen paths from {path}")
 
 
 def explore(

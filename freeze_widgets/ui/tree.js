@@ -145,6 +145,7 @@ class TreeView {
     this.store.listeners.add(this.onStore);
     this.model.on("change:visible", this.redraw);
     this.model.on("change:disabled", this.redraw);
+    this.model.on("change:highlight", this.redraw);
     this.model.on("change:note", this.showNote);
     // Expand the ancestors of `path`, focus it and scroll it into view; false if unknown/filtered.
     el.fwReveal = (path) => this.reveal(path);
@@ -157,6 +158,7 @@ class TreeView {
     this.box.removeEventListener("scroll", this.onScroll);
     this.model.off("change:visible", this.redraw);
     this.model.off("change:disabled", this.redraw);
+    this.model.off("change:highlight", this.redraw);
     this.model.off("change:note", this.showNote);
     delete this.el.fwReveal;
   }
@@ -189,6 +191,7 @@ class TreeView {
     const state = node.st;
     const disabled = this.model.get("disabled");
     row.dataset.state = state;
+    row.classList.toggle("fw-preview", (this.model.get("highlight") || []).includes(node.i));
     const check = row.querySelector(".fw-check");
     check.checked = state === "frozen";
     check.indeterminate = state === "partial";

@@ -36,6 +36,8 @@ class TreeWidget(anywidget.AnyWidget):
     disabled = traitlets.Bool(False).tag(sync=True)
     # A line under the rows, e.g. "No module matches 'xyz'" (empty: nothing shown).
     note = traitlets.Unicode("").tag(sync=True)
+    # Rows a previewed config would change, highlighted until applied or dismissed.
+    highlight = traitlets.List(trait=traitlets.Int()).tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
