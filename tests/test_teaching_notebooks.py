@@ -87,9 +87,8 @@ PLANTED: dict[str, dict[str, str]] = {
     "05_transformers_and_lora": {
         "my_lora_count": "my_lora_count = 4 * 4 * ((64 + 192) + (64 + 64))  # one c_proj per block",
         "my_untied_gpt": "def my_untied_gpt():\n    return make_gpt()\n",
-        "my_adapter_lr_groups": (
-            "def my_adapter_lr_groups(peft_model):\n"
-            "    return [{'params': list(peft_model.parameters()), 'lr': 1e-3}]\n"
+        "my_attn_proj_config": (
+            "my_attn_proj_config = LoraConfig(r=4, target_modules=['c_proj'], fan_in_fan_out=True)"
         ),
     },
     "06_common_mistakes": {
