@@ -29,7 +29,8 @@ import nbformat
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+# The numbered workshop notebooks (a demo notebook beside them is not a lesson).
+NOTEBOOKS = sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 ANSWER = re.compile(r"^(\w+) = None\b")
 
 # A wrong answer for every exercise, as a learner might write it: the bug itself, or the
