@@ -324,11 +324,17 @@ async function boot(model, parts, comm, t0) {
   const [viewModule, base] = await Promise.all([loader.load("view"), loader.load("base")]);
   const { msg: meta, buffers } = await modelAnswer;
   if (meta.error) throw new Error(meta.error);
-  const bytes = new Uint8Array(buffers[0].buffer, buffers[0].byteOffset, buffers[0].byteLength);
+  // A Uint8Array of the frame's realm: netron's readers test `instanceof Uint8Array`.
+  const Bytes = frame.contentWindow.Uint8Array;
+  const bytes = new Bytes(buffers[0].buffer, buffers[0].byteOffset, buffers[0].byteLength);
   const result = { drawn: 0, error: null };
   const open = async (view) => {
     view.show("welcome spinner");
     try {
+      if (!view.accept(meta.name, bytes.length)) {
+        const ext = meta.name.includes(".") ? meta.name.slice(meta.name.lastIndexOf(".")) : meta.name;
+        throw new Error(`netron does not read ${ext} files; show an exported model (.onnx, .pt2, ...)`);
+      }
       const shown = await view.open(modelContext(base, host, meta.name, bytes));
       if (!shown) throw new Error("netron found no graph in this file");
       view.show(null);
