@@ -37,6 +37,7 @@ from .browser_harness import (
     run_all_cells,
     wait_all_cells_done,
 )
+from .test_browser_apps import _run_all_from_menu  # Notebook 7's menu, once the kernel is idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -161,12 +162,7 @@ def test_notebook7(models: dict[str, Any], tmp_path: Path) -> None:
         urls = _requests(nb)
         nb.page.goto(nb.url("/notebooks/app.ipynb"), wait_until="domcontentloaded")
         nb.page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="attached", timeout=120_000)
-        nb.page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
-            timeout=120_000
-        )
-        nb.page.keyboard.press("Escape")
-        nb.page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        nb.page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
+        _run_all_from_menu(nb.page)
         _check_resnet(nb, nb.page.locator(".fw-graph").first, models)
         assert foreign_requests(urls, nb.base_url) == []
         nb.screenshot("graph-notebook7", full_page=False)
