@@ -30,7 +30,9 @@ def chain_model(path: Path, ops: int) -> Path:
     from onnx import helper
 
     names = [f"t{i}" for i in range(ops + 1)]
-    nodes = [helper.make_node("Relu", [names[i]], [names[i + 1]], name=f"relu{i}") for i in range(ops)]
+    nodes = [
+        helper.make_node("Relu", [names[i]], [names[i + 1]], name=f"relu{i}") for i in range(ops)
+    ]
     graph = helper.make_graph(
         nodes,
         f"chain{ops}",
@@ -124,7 +126,10 @@ def foreign_requests(urls: list[str], base_url: str) -> list[str]:
     for url in urls:
         inner = url.removeprefix("blob:")
         parsed = urlparse(inner)
-        if url.startswith("data:") or (parsed.scheme, parsed.netloc) == (origin.scheme, origin.netloc):
+        if url.startswith("data:") or (parsed.scheme, parsed.netloc) == (
+            origin.scheme,
+            origin.netloc,
+        ):
             continue
         out.append(url)
     return out

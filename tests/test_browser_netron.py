@@ -9,6 +9,7 @@ overlay marks exactly the nodes reading a frozen parameter (computed from the to
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,7 @@ def test_lab_dark_theme(models: dict[str, Any], tmp_path: Path) -> None:
         lab.screenshot("graph-dark", full_page=False)
 
 
+@contextlib.contextmanager
 def _app_session(app: str, models: dict[str, Any], tmp_path: Path) -> Iterator[LabSession]:
     nb = write_notebook(tmp_path, "app.ipynb", _cells(models, ["resnet"]))
     with lab_browser([nb], name=f"graph-{app}", app=app) as session:
@@ -158,7 +160,7 @@ def _app_session(app: str, models: dict[str, Any], tmp_path: Path) -> Iterator[L
 
 @pytest.mark.timeout(600)
 def test_notebook7(models: dict[str, Any], tmp_path: Path) -> None:
-    for nb in _app_session("notebook", models, tmp_path):
+    with _app_session("notebook", models, tmp_path) as nb:
         urls = _requests(nb)
         nb.page.goto(nb.url("/notebooks/app.ipynb"), wait_until="domcontentloaded")
         nb.page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="attached", timeout=120_000)
@@ -170,7 +172,7 @@ def test_notebook7(models: dict[str, Any], tmp_path: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_voila(models: dict[str, Any], tmp_path: Path) -> None:
-    for voila in _app_session("voila", models, tmp_path):
+    with _app_session("voila", models, tmp_path) as voila:
         seen: list[tuple[str, str, bool]] = []
         page = voila.page
         page.on(

@@ -230,12 +230,12 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         old, self._netron = self._netron, view
         self.netron_view.children = (view,)
         if old is not None:
-            old.close()
+            close_widget_tree(old)
 
     def release_netron(self) -> None:
         """Close this panel's graph view."""
         if self._netron is not None:
-            self._netron.close()
+            close_widget_tree(self._netron)  # its layout too
             self._netron = None
         self.netron_view.children = ()
 
