@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from .browser_explorer_helpers import write_notebook
 from .browser_graph_helpers import (
@@ -58,7 +59,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     unsupported.write_bytes(bytes(range(256)) * 4)
     not_onnx = folder / "fake.onnx"
     not_onnx.write_text("not a model\n" * 20)
+    program = folder / "small.pt2"  # torch.export: netron's PyTorch reader, sent whole
+    small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    torch.export.save(torch.export.export(small, (torch.randn(1, 3, 8, 8),)), program)
     return {
+        "pt2": program,
         "resnet": resnet,
         "frozen": expected_frozen_nodes(model, resnet),
         "chain": chain,
@@ -72,6 +77,24 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _cells(models: dict[str, Any], names: list[str]) -> list[str]:
     first = "from freeze_widgets import show_netron"
     return [first] + [f"show_netron({str(models[n])!r})" for n in names]
+
+
+# The export panel's Netron button inside an explorer: clicking a node focuses its module's row.
+EXPLORER_CELL = """\
+import torch
+from torchvision.models import resnet18
+from freeze_widgets import FreezeExplorer, export_onnx, freeze
+torch.manual_seed(0)
+model = resnet18(weights=None).eval()
+freeze(model, "layer1")
+explorer = FreezeExplorer(model)
+explorer.export.last_report = export_onnx(
+    model, torch.randn(2, 3, 32, 32), {path!r}, verify=False
+)
+explorer.open_export.value = True
+explorer.export.netron_button.click()
+explorer
+"""
 
 
 def _requests(session: LabSession) -> list[str]:
@@ -101,8 +124,9 @@ def _run(session: LabSession, name: str) -> None:
 
 @pytest.mark.timeout(600)
 def test_lab_light_expired_clock(models: dict[str, Any], tmp_path: Path) -> None:
-    names = ["resnet", "chain", "missing", "text", "unsupported", "not_onnx"]
-    nb = write_notebook(tmp_path, "graphs.ipynb", _cells(models, names))
+    names = ["resnet", "chain", "missing", "text", "unsupported", "not_onnx", "pt2"]
+    explorer_cell = EXPLORER_CELL.format(path=str(tmp_path / "explorer.onnx"))
+    nb = write_notebook(tmp_path, "graphs.ipynb", [*_cells(models, names), explorer_cell])
     with lab_browser([nb], name="graph-lab") as lab:
         urls = _requests(lab)
         open_notebook(lab, "graphs.ipynb")
@@ -125,6 +149,8 @@ def test_lab_light_expired_clock(models: dict[str, Any], tmp_path: Path) -> None
         assert unsupported.startswith("Netron cannot show weights.pt: "), unsupported
         assert "does not read" not in unsupported  # netron tried, and says why it failed
         assert not_onnx.startswith("fake.onnx is not an ONNX model")
+        program = wait_graph(views.nth(6))
+        assert program["message"] == "" and program["drawn"] >= 3, program  # x, conv, relu, ...
         resnet.scroll_into_view_if_needed()
         contrast = graph_contrast(resnet)
         assert contrast and min(contrast.values()) >= 4.5, contrast
@@ -136,6 +162,21 @@ def test_lab_light_expired_clock(models: dict[str, Any], tmp_path: Path) -> None
         assert foreign_requests(urls, lab.base_url) == []
         views.nth(3).scroll_into_view_if_needed()
         lab.screenshot("graph-messages", full_page=False)
+        _check_tree_focus(lab)
+
+
+def _check_tree_focus(lab: LabSession) -> None:
+    explorer = lab.page.locator(".fw-explorer").first
+    view = explorer.locator(".fw-netron-view .fw-graph").first
+    assert wait_graph(view)["drawn"], "the export panel's graph view drew nothing"
+    view.scroll_into_view_if_needed()
+    node = frame_of(view).locator("g.node.fw-state-frozen").first
+    module = node.get_attribute("data-fw-module")
+    assert module and module.startswith("layer1.")
+    node.click()
+    row = explorer.locator(f'.fw-tree .fw-row.fw-focus[data-path="{module}"]')
+    row.wait_for(timeout=10_000)  # the tree expanded to the module and focused its row
+    lab.screenshot("graph-in-explorer", full_page=False)
 
 
 @pytest.mark.timeout(600)

@@ -269,6 +269,19 @@ function describe(name, info) {
   return `${name} \u2192 ${where}, ${state}${params}${approx}`;
 }
 
+// Inside an explorer (its export panel), focus the node's module in the explorer's tree: the
+// deepest row the tree has (tree.js `el.fwReveal`). The module path is the exported model's,
+// which is the explorer's model once export wrappers are stripped (graph/overlay.py).
+function revealInTree(root, path) {
+  const explorer = root.closest(".fw-explorer");
+  const tree = explorer && explorer.querySelector(".fw-tree");
+  if (!tree || typeof tree.fwReveal !== "function") return false;
+  for (let p = path; p; p = p.includes(".") ? p.slice(0, p.lastIndexOf(".")) : "") {
+    if (tree.fwReveal(p)) return true;
+  }
+  return false;
+}
+
 // ------------------------------------------------------------------------------- the view
 
 function say(parts, text, kind = "error") {
@@ -370,6 +383,7 @@ function watch(model, parts) {
     const info = (overlay.nodes || {})[name];
     parts.info.textContent = describe(name, info);
     model.send({ type: "select", node: name, module: info ? info.m : "" });
+    if (info && info.m) revealInTree(parts.root, info.m);
   }, true);
   const theme = () => {
     const dark = jupyterDark(parts.root);
