@@ -163,6 +163,7 @@ def main() -> int:
     install = netron_install()
     viewer = sum(len(install.module(m)) for m in CORE_MODULES)
     viewer += len(install.page) + sum(len(install.asset(a)) for a in CORE_ASSETS)
+    bundle = len(install.bundle(frozenset(), page=True))
     with tempfile.TemporaryDirectory() as tmp:
         models = export_models(args.models or Path(tmp) / "models")
         cells = ["from freeze_widgets import show_netron"]
@@ -175,8 +176,8 @@ def main() -> int:
             wait_idle_after(lab.page, 0)
             times = {name: time_cell(lab, i + 1) for i, name in enumerate(models)}
             lab.screenshot("bench-graph-last", full_page=False)
-    print(f"netron {install.version}: page + core modules + ONNX metadata sent once per page: "
-          f"{format_bytes(viewer)}")  # fmt: skip
+    print(f"netron {install.version}: page + core modules + ONNX metadata, once per page: "
+          f"{format_bytes(bundle)} gzip'd over the comm ({format_bytes(viewer)} as text)")  # fmt: skip
     for name, path in models.items():
         payload = model_payload(path)
         share = len(payload.data) / payload.file_bytes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +152,13 @@ def test_comm_answers_from_the_installed_netron(exported: Any) -> None:
     root = Path(netron.__file__).parent
     view = show_netron(path)
     try:
-        boot, _ = _ask(view, {"type": "need-boot", "key": "", "have": ["view"], "page": False})
+        answer, packed = _ask(
+            view, {"type": "need-boot", "key": "", "have": ["view"], "page": False}
+        )
+        assert answer["bundle"] == "gzip"
+        boot = json.loads(gzip.decompress(packed[0]))
         assert set(boot["modules"]) == set(CORE_MODULES) - {"view"}
+        assert boot["assets"]["onnx-metadata.json"] == (root / "onnx-metadata.json").read_text()
         assert boot["modules"]["onnx"] == (root / "onnx.js").read_text(encoding="utf-8")
         page = boot["page"]
         assert "__fwLoad" in page and '<script type="text/javascript" src' not in page

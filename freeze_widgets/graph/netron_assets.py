@@ -13,11 +13,14 @@ so the installed version must be in :data:`SUPPORTED` (major.minor).
 from __future__ import annotations
 
 import functools
+import gzip
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CORE_ASSETS",
     "CORE_MODULES",
     "SUPPORTED",
     "NetronInstall",
@@ -30,7 +33,7 @@ SUPPORTED = ("9.3",)
 
 CORE_MODULES = (
     "view", "base", "grapher", "dagre", "zip", "tar", "text", "json", "xml", "protobuf",
-    "flatbuffers", "python", "hdf5", "onnx", "onnx-proto", "onnx-schema",
+    "flatbuffers", "python", "hdf5", "onnx", "onnx-proto", "onnx-schema", "worker",
 )  # fmt: skip
 """Sent with the page (what an ONNX model needs); any other module is sent when asked for."""
 
@@ -78,6 +81,14 @@ class NetronInstall:
             raise ValueError(f"netron {self.version} has no metadata file {name!r}")
         return (self.root / name).read_text(encoding="utf-8")
 
+    def bundle(self, have: frozenset[str], page: bool) -> bytes:
+        """Page, core modules not in ``have`` and core metadata as gzip'd JSON (one message).
+
+        JSON over the comm is not compressed; gzip takes the 7.5 MiB of what ONNX needs to about
+        1 MiB. Cached per (``have``, ``page``): the same page asks the same thing each time.
+        """
+        return _bundle(self, have, page)
+
     @functools.cached_property
     def page(self) -> str:
         """netron's page without scripts, links, CSP and date; ``grapher.css`` inlined."""
@@ -87,6 +98,16 @@ class NetronInstall:
         # import() that runs in the frame's realm (modules then belong to this document).
         boot = "<script>window.__fwLoad = (url) => import(url);</script>"
         return html.replace("</head>", f"<style>{css}</style>{boot}</head>", 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _bundle(install: NetronInstall, have: frozenset[str], page: bool) -> bytes:
+    content = {
+        "page": install.page if page else None,
+        "modules": {m: install.module(m) for m in CORE_MODULES if m not in have},
+        "assets": {a: install.asset(a) for a in CORE_ASSETS},
+    }
+    return gzip.compress(json.dumps(content).encode("utf-8"), compresslevel=6, mtime=0)
 
 
 def _major_minor(version: str) -> str:

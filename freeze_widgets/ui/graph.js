@@ -5,7 +5,8 @@
 // bytes too. Each module becomes a blob: URL with its './x.js' imports rewritten to the blob URLs
 // of its dependencies (netron's static imports have no cycles), so nothing is fetched from
 // anywhere. The host object below implements what netron's view.View asks of its host: serial
-// mode (no Web Worker), require() from the module map, asset() for operator metadata; there is no
+// mode when no worker can start (else netron's layout worker from a blob: URL), require() from
+// the module map, asset() for operator metadata; there is no
 // age check, no consent prompt and no telemetry (netron's browser.js is never loaded).
 
 const CACHE = (globalThis.__fwNetronCache = globalThis.__fwNetronCache || new Map());
@@ -83,6 +84,22 @@ class Loader {
 
   // Import in the frame's realm: each frame gets its own instances (netron keeps state in
   // module globals and document-level listeners: one viewer per document).
+  // netron's layout worker (worker.js) as a module worker: its dagre import points at dagre's
+  // blob URL (a worker has no __fwImport), so big graphs are laid out off the page's thread.
+  async workerUrl() {
+    if (!this.cache.worker) {
+      this.cache.worker = (async () => {
+        const dagre = await this.url("dagre");
+        const code = (await this.source("worker")).replace(DYNAMIC_IMPORT, (_, dep) => {
+          if (dep !== "dagre") throw new Error(`netron's worker imports '${dep}'`);
+          return `import('${dagre}')`;
+        });
+        return URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+      })();
+    }
+    return this.cache.worker;
+  }
+
   async load(id) {
     return this.win.__fwLoad(await this.url(id.replace(/^\.\//, "")));
   }
@@ -102,7 +119,8 @@ class Loader {
 
 // What netron's view.View calls on its host (compare netron's source/browser.js).
 class Host {
-  constructor(frame, loader, version, open) {
+  constructor(frame, loader, version, open, workerUrl) {
+    this._workerUrl = workerUrl;
     this._window = frame.contentWindow;
     this._document = frame.contentDocument;
     this._loader = loader;
@@ -111,7 +129,8 @@ class Host {
     this._environment = {
       name: "Netron", type: "Widget", version, date: new Date(), packaged: false,
       platform: /(Mac|iPhone|iPod|iPad)/i.test(navigator.platform) ? "darwin" : undefined,
-      agent: "", repository: "https://github.com/lutzroeder/netron", menu: false, serial: true,
+      agent: "", repository: "https://github.com/lutzroeder/netron", menu: false,
+      serial: !workerUrl,
     };
   }
   get window() { return this._window; }
@@ -123,7 +142,7 @@ class Host {
   async start() { await this._open(this._view); }
   async require(id) { return this._loader.load(id); }
   async asset(file) { return this._loader.asset(file); }
-  worker() { throw new Error("the graph widget runs netron in serial mode"); }
+  worker() { return new this._window.Worker(this._workerUrl, { type: "module" }); }
   get() { return undefined; }
   set() {}
   delete() {}
@@ -312,12 +331,20 @@ function build(el, model) {
   return { root, head, message, frame, info, sent };
 }
 
+// The boot bundle: gzip'd JSON (netron's files are 7.5 MiB as text, about 1 MiB gzip'd).
+async function unpack(view) {
+  const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return JSON.parse(await new Response(stream).text());
+}
+
 async function boot(model, parts, comm, t0) {
   const version = model.get("version");
   const cache = cacheFor(version);
   const have = [...cache.sources.keys()];
-  const { msg } = await comm.ask("boot", "", { have, page: cache.page !== null });
-  if (msg.error) throw new Error(msg.error);
+  const { msg: answer, buffers: packed } = await comm.ask("boot", "", { have, page: cache.page !== null });
+  if (answer.error) throw new Error(answer.error);
+  const msg = await unpack(packed[0]);
   if (msg.page) cache.page = msg.page;
   for (const [id, text] of Object.entries(msg.modules || {})) cache.sources.set(id, text);
   for (const [name, text] of Object.entries(msg.assets || {})) {
@@ -335,6 +362,13 @@ async function boot(model, parts, comm, t0) {
   applyTheme(frame, jupyterDark(parts.root));
   const loader = new Loader(cache, comm, frame.contentWindow);
   const [viewModule, base] = await Promise.all([loader.load("view"), loader.load("base")]);
+  // Without a worker (it failed to start), netron lays out in the page: slower, same graph.
+  let workerUrl = await loader.workerUrl().catch(() => null);
+  try {
+    if (workerUrl) new frame.contentWindow.Worker(workerUrl, { type: "module" }).terminate();
+  } catch {
+    workerUrl = null; // e.g. a Content-Security-Policy without worker-src blob:
+  }
   const { msg: meta, buffers } = await modelAnswer;
   if (meta.error) throw new Error(meta.error);
   // A Uint8Array of the frame's realm: netron's readers test `instanceof Uint8Array`.
@@ -356,7 +390,7 @@ async function boot(model, parts, comm, t0) {
       view.show("welcome");
     }
   };
-  const host = new Host(frame, loader, version, open);
+  const host = new Host(frame, loader, version, open, workerUrl);
   const view = new viewModule.View(host);
   await view.start();
   if (result.error) throw new Error(result.error);

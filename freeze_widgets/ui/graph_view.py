@@ -5,7 +5,7 @@ netron package (:mod:`freeze_widgets.graph.netron_assets`) and the model file
 (:mod:`freeze_widgets.graph.model_payload`). Messages from the page:
 
 * ``need-boot`` (``have``: module ids cached in the page, ``page``: page cached): netron's page,
-  the core modules not cached and the ONNX metadata;
+  the core modules not cached and the ONNX metadata, as one gzip'd JSON buffer;
 * ``need-module`` / ``need-asset`` (``key``): one more netron module / metadata file;
 * ``need-model``: the model bytes (one binary buffer) and the frozen overlay;
 * ``status`` (``drawn``, ``ms``, ``error``) and ``select`` (``node``, ``module``).
@@ -25,13 +25,7 @@ import traitlets
 
 from freeze_widgets.base.wording import format_bytes
 from freeze_widgets.graph.model_payload import GraphInputError, ModelPayload, model_payload
-from freeze_widgets.graph.netron_assets import (
-    CORE_ASSETS,
-    CORE_MODULES,
-    NetronInstall,
-    UnsupportedNetron,
-    netron_install,
-)
+from freeze_widgets.graph.netron_assets import NetronInstall, UnsupportedNetron, netron_install
 
 __all__ = ["GraphView"]
 
@@ -116,16 +110,12 @@ class GraphView(anywidget.AnyWidget):
             return {"name": payload.name}, [payload.data]
         raise ValueError(f"unknown request {kind!r}")
 
-    def _boot(self, content: dict[str, Any]) -> dict[str, Any]:
+    def _boot(self, content: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         install = self._install
         if install is None or self.payload is None:
-            return {"error": self.message or "nothing to show"}
-        have = set(content.get("have") or [])
-        return {
-            "page": None if content.get("page") else install.page,
-            "modules": {m: install.module(m) for m in CORE_MODULES if m not in have},
-            "assets": {a: install.asset(a) for a in CORE_ASSETS},
-        }
+            return {"error": self.message or "nothing to show"}, []
+        have = frozenset(str(m) for m in content.get("have") or [])
+        return {"bundle": "gzip"}, [install.bundle(have, page=not content.get("page"))]
 
     def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: list[bytes]) -> None:
         kind = str(content.get("type", ""))
@@ -140,7 +130,7 @@ class GraphView(anywidget.AnyWidget):
             buffers: list[bytes] = []
             try:
                 if what == "boot":
-                    reply = self._boot(content)
+                    reply, buffers = self._boot(content)
                 else:
                     reply, buffers = self._answer(what, key)
             except ValueError as exc:
