@@ -18,7 +18,6 @@ from freeze_widgets.freezing.bn import FrozenBatchNorm
 from freeze_widgets.freezing.change import FreezeChange
 from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.freezing.targets import freeze, freeze_through, freeze_to, unfreeze
-from freeze_widgets.graph.netron import stop_netron
 from freeze_widgets.models.vision import load_model
 from freeze_widgets.models.weights import PretrainedWeightsUnavailable, weights_source
 from freeze_widgets.run import finetune
@@ -64,14 +63,13 @@ __all__ = [
     "load_model",
     "param_groups",
     "show_netron",
-    "stop_netron",
     "synthetic_dataset",
     "unfreeze",
     "weights_source",
 ]
 
 # Heavy or optional parts load on first use so `import freeze_widgets` stays fast.
-# show_netron displays with IPython, so it lives in the UI layer.
+# show_netron returns a widget, so it lives in the UI layer.
 _LAZY: dict[str, str] = {
     "FreezeExplorer": ".ui",
     "explore": ".ui",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .config_tools import gpt2, grads
-from .conftest import model_fingerprint
-
 from freeze_widgets.configs import preview
 from freeze_widgets.ui import FreezeExplorer
+
+from .config_tools import gpt2, grads
+from .conftest import model_fingerprint
 
 
 def _explorer() -> FreezeExplorer:

@@ -7,14 +7,15 @@ import re
 from typing import Any
 
 import pytest
-from .config_tools import gpt2, grads, llama
-from .conftest import model_fingerprint
 from torch import nn
 
 from freeze_widgets import FreezeSpec
 from freeze_widgets.configs import InexpressibleError, from_config, preview, to_config
 from freeze_widgets.configs._common import load_config
 from freeze_widgets.configs.ms_swift import ratio_cut
+
+from .config_tools import gpt2, grads, llama
+from .conftest import model_fingerprint
 
 
 def _numel(model: nn.Module, names: Any) -> int:
@@ -241,11 +242,11 @@ def test_to_config_never_writes_an_approximate_config() -> None:
 
 @pytest.mark.parametrize("build", ["nested", "tied", "gpt2"])
 def test_covering_paths_agrees_with_frozen_paths(build: str) -> None:
-    from .conftest import Nested, Tied
-
     from freeze_widgets import freeze
     from freeze_widgets.configs._common import covering_paths
     from freeze_widgets.freezing.spec import frozen_paths
+
+    from .conftest import Nested, Tied
 
     model = {"nested": Nested, "tied": Tied, "gpt2": lambda: gpt2(3)}[build]()
     names = [n for n, _ in model.named_parameters()]

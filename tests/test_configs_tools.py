@@ -11,6 +11,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from torch import nn
+
+from freeze_widgets import FreezeSpec
+from freeze_widgets.configs import InexpressibleError, from_config, to_config
+from freeze_widgets.configs._common import load_config
+
 from .config_tools import (
     axolotl_freeze,
     gpt2,
@@ -20,11 +26,6 @@ from .config_tools import (
     resnet50,
     swift_utils,
 )
-from torch import nn
-
-from freeze_widgets import FreezeSpec
-from freeze_widgets.configs import InexpressibleError, from_config, to_config
-from freeze_widgets.configs._common import load_config
 
 LLAMA_SPECS = [
     FreezeSpec(("model.embed_tokens", *(f"model.layers.{i}" for i in range(20)))),  # last 4 + head
@@ -204,8 +205,9 @@ def test_peft_modules_to_save_train_exactly_the_spec_s_trainable_modules() -> No
 
 @pytest.mark.parametrize("case", CASES)
 def test_finetuning_scheduler_own_code_reproduces_the_spec(case: Any) -> None:
-    from .config_tools import finetuning_scheduler
     from lightning.pytorch.callbacks import BaseFinetuning
+
+    from .config_tools import finetuning_scheduler
 
     model, spec = _case(case)
     config = load_config(to_config(spec, "fts", model), "fts")

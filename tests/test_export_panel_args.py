@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import ipywidgets.widgets.widget as widget_module
@@ -11,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from freeze_widgets.graph.netron import running_servers, view_count
 from freeze_widgets.ui.background import BusyState
 from freeze_widgets.ui.export_panel import ExportPanel, parse_example, report_html
 
@@ -185,13 +183,12 @@ def test_two_panels_one_path_close_keeps_the_other(tmp_path: Path) -> None:
         panel.run(block=True)
         assert panel.last_report is not None and panel.last_report.ok
         panel.show_netron()
-    url = second.netron_view.value.split('src="')[1].split('"')[0]
-    assert view_count(path) == 2
+    views = [panel.netron_view.children[0] for panel in (first, second)]
     first.close()
-    assert view_count(path) == 1
-    with urllib.request.urlopen(url + "data/shared.onnx", timeout=10) as reply:
-        assert reply.read() == path.read_bytes()
+    assert views[0].comm is None
+    assert views[1].comm is not None  # the other panel's view is untouched
+    assert views[1].payload is not None and views[1].payload.name == "shared.onnx"
     second.close()
-    assert running_servers() == []
+    assert views[1].comm is None
     # close() closed every widget model the panels created (layouts and styles included).
     assert set(widget_module._instances) <= before

@@ -6,11 +6,12 @@ import copy
 
 import pytest
 import torch
-from .conftest import model_fingerprint
 from torch import nn
 
 from freeze_widgets import freeze
 from freeze_widgets.training.unfreeze import unfreeze_and_add_param_group
+
+from .conftest import model_fingerprint
 
 
 def _model() -> nn.Module:

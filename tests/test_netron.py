@@ -1,186 +1,183 @@
-"""Tests for freeze_widgets.graph.netron: URL rules and a real Netron server on 127.0.0.1."""
+"""The graph view without a browser: no socket, graph-only bytes, the overlay, messages, the comm."""
 
 from __future__ import annotations
 
-import socket
-import sys
-import types
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+import gzip
+import json
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+import torch
+from torch import nn
 
-from freeze_widgets.graph.netron import (
-    BASE_URL_ENV,
-    NetronServer,
-    netron_url,
-    running_servers,
-    start_netron,
-    stop_netron,
-)
-from freeze_widgets.ui.netron_view import show_netron
-
-# ---------------------------------------------------------------- URL rules (pure)
+from freeze_widgets import export_onnx, freeze, show_netron
+from freeze_widgets.graph import netron_assets
+from freeze_widgets.graph.model_payload import NOT_SENT, model_payload
+from freeze_widgets.graph.netron_assets import CORE_MODULES, netron_install
+from freeze_widgets.ui.graph_view import GraphView
 
 
-def test_url_local_uses_localhost_not_ip() -> None:
-    assert netron_url(8123, env={}) == "http://localhost:8123/"
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Linear(8 * 6 * 6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stem(x).flatten(1))
 
 
-def test_url_behind_jupyterhub() -> None:
-    env = {"JUPYTERHUB_SERVICE_PREFIX": "/user/ann/"}
-    assert netron_url(8123, env=env) == "/user/ann/proxy/8123/"
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
+    torch.manual_seed(0)
+    model = Small().eval()
+    freeze(model, "stem")
+    path = tmp_path_factory.mktemp("graph") / "small.onnx"
+    export_onnx(model, torch.randn(2, 3, 8, 8), path, verify=False)
+    return model, path
 
 
-def test_url_adds_missing_trailing_slash() -> None:
-    assert netron_url(8123, env={"JUPYTERHUB_SERVICE_PREFIX": "/user/ann"}) == (
-        "/user/ann/proxy/8123/"
+def _listening() -> set[tuple[str, int]]:
+    return {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process().net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+
+
+@pytest.mark.slow
+def test_show_netron_returns_a_widget_and_opens_no_socket(exported: Any) -> None:
+    _, path = exported
+    before = _listening()
+    view = show_netron(path)
+    try:
+        assert isinstance(view, GraphView)
+        assert view.message == ""
+        assert _listening() == before
+    finally:
+        view.close()
+
+
+@pytest.mark.slow
+def test_graph_only_bytes_keep_every_shape(exported: Any) -> None:
+    import onnx
+
+    _, path = exported
+    original = onnx.load(str(path))
+    payload = model_payload(path)
+    sent = onnx.load_from_string(payload.data)
+    assert len(sent.graph.node) == len(original.graph.node)
+    dims = {t.name: list(t.dims) for t in original.graph.initializer}
+    assert {t.name: list(t.dims) for t in sent.graph.initializer} == dims
+    stubbed = [t for t in sent.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    big = [t for t in original.graph.initializer if t.ByteSize() >= 64]
+    assert len(stubbed) == len(big) == payload.stripped > 0
+    for tensor in stubbed:
+        entries = {e.key: e.value for e in tensor.external_data}
+        assert entries["location"] == NOT_SENT and not tensor.raw_data
+    # Every stubbed tensor's values are gone; a stub costs a few dozen bytes.
+    values = sum(len(t.raw_data) for t in big)
+    assert len(payload.data) <= path.stat().st_size - values + 64 * len(big)
+    assert model_payload(path, weights=True).data == path.read_bytes()
+
+
+@pytest.mark.slow
+def test_overlay_marks_exactly_the_nodes_reading_frozen_weights(exported: Any) -> None:
+    import onnx
+
+    model, path = exported
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    graph = onnx.load(str(path), load_external_data=False).graph
+    expected = {node.name for node in graph.node if frozen & set(node.input)}
+    assert expected  # the stem's conv (BatchNorm fused into it) reads stem.0.weight
+    overlay = model_payload(path).overlay
+    assert {n for n, info in overlay.nodes.items() if info.state == "frozen"} == expected
+    inits = {t.name for t in graph.initializer}
+    frozen_numel = sum(p.numel() for n, p in model.named_parameters() if n in frozen & inits)
+    assert overlay.weights["frozen"] == frozen_numel
+    assert overlay.counts["frozen"] == len(expected)
+    head = [info for info in overlay.nodes.values() if "head.weight" in info.params]
+    assert head and all(info.state == "trainable" and info.module == "head" for info in head)
+    assert all(
+        info.module.startswith("stem.") for n, info in overlay.nodes.items() if n in expected
     )
-    assert netron_url(8123, env={}, base_url="") == "/proxy/8123/"
 
 
-def test_url_explicit_base_url_wins() -> None:
-    env = {"JUPYTERHUB_SERVICE_PREFIX": "/user/ann/", BASE_URL_ENV: "/from-env/"}
-    assert netron_url(9, env=env, base_url="https://hub.example/user/bo/") == (
-        "https://hub.example/user/bo/proxy/9/"
-    )
-    # The package's own variable beats the hub's.
-    assert netron_url(9, env=env) == "/from-env/proxy/9/"
+def test_problems_are_messages_never_exceptions(tmp_path: Path) -> None:
+    (tmp_path / "fake.onnx").write_text("not a model\n" * 10)
+    cases = {
+        tmp_path / "missing.onnx": "no model file at",
+        tmp_path: "is a folder",
+        tmp_path / "fake.onnx": "fake.onnx is not an ONNX model",
+    }
+    for path, text in cases.items():
+        view = show_netron(path)
+        assert text in view.message, view.message
+        assert view.payload is None
+        view.close()
 
 
-# ---------------------------------------------------------------- live server
-
-
-@pytest.fixture
-def model_file(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "model.onnx"
-    path.write_bytes(b"\x08\x07fake-onnx-bytes" * 64)
-    yield path
-    stop_netron()
-
-
-def get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.status, response.read()
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        return sock.connect_ex((host, port)) == 0
-
-
-def test_server_serves_page_and_model_bytes(
-    model_file: Path, monkeypatch: pytest.MonkeyPatch
+def test_unsupported_netron_version_names_the_tested_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(BASE_URL_ENV, raising=False)
-    monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
-    server = start_netron(model_file)
-    assert isinstance(server, NetronServer)
-    assert server.path == model_file.resolve()
-    assert server.url == f"http://localhost:{server.port}/"
-    status, page = get(f"http://127.0.0.1:{server.port}/")
-    assert status == 200
-    # Netron's page learns which file to fetch from this meta tag, then GETs data/<name>
-    # relative to its own URL (so the same page works under a proxy prefix).
-    assert b'<meta name="file" content="data/model.onnx">' in page
-    status, data = get(f"http://127.0.0.1:{server.port}/data/model.onnx")
-    assert status == 200
-    assert data == model_file.read_bytes()
-    # The browser-facing URL (localhost) reaches the same server.
-    status, _ = get(server.url)
-    assert status == 200
+    import netron
+
+    netron_install.cache_clear()
+    monkeypatch.setattr(netron, "__version__", "10.0.1")
+    try:
+        view = show_netron(tmp_path / "any.onnx")
+        assert "netron 10.0.1 is installed" in view.message
+        assert "netron 9.3.x" in view.message and "pip install 'netron>=9.3,<9.4'" in view.message
+        view.close()
+    finally:
+        netron_install.cache_clear()
+    assert netron_assets.SUPPORTED == ("9.3",)
 
 
-def test_server_binds_loopback_only(model_file: Path) -> None:
-    server = start_netron(model_file)
-    listening = [
-        c
-        for c in psutil.Process().net_connections(kind="tcp")
-        if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port
-    ]
-    assert [c.laddr.ip for c in listening] == ["127.0.0.1"]
+def _ask(view: GraphView, content: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    sent: list[tuple[dict[str, Any], list[Any]]] = []
+    view.send = lambda msg, buffers=None: sent.append((msg, buffers or []))  # type: ignore[method-assign]
+    view._on_msg(view, content, [])
+    assert len(sent) == 1
+    return sent[0]
 
 
-def test_server_reused_per_path_and_stopped(model_file: Path, tmp_path: Path) -> None:
-    first = start_netron(model_file)
-    again = start_netron(str(model_file))
-    assert again.port == first.port
-    other_file = tmp_path / "other.onnx"
-    other_file.write_bytes(b"other")
-    other = start_netron(other_file)
-    assert other.port != first.port
-    assert {s.port for s in running_servers()} >= {first.port, other.port}
+@pytest.mark.slow
+def test_comm_answers_from_the_installed_netron(exported: Any) -> None:
+    import netron
 
-    assert stop_netron(model_file) == 1
-    assert not port_open(first.port)
-    assert port_open(other.port)
-    assert first.port not in {s.port for s in running_servers()}
-    # A new start after stopping gets a fresh, working server.
-    restarted = start_netron(model_file)
-    assert get(f"http://127.0.0.1:{restarted.port}/data/model.onnx")[1] == model_file.read_bytes()
-
-    assert stop_netron() == 2
-    assert not port_open(other.port)
-    assert not port_open(restarted.port)
-    assert running_servers() == []
-    assert stop_netron() == 0
-
-
-def test_missing_file_raises(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        start_netron(tmp_path / "nope.onnx")
-
-
-def test_unknown_data_path_is_404(model_file: Path) -> None:
-    server = start_netron(model_file)
-    with pytest.raises(urllib.error.HTTPError) as info:
-        get(f"http://127.0.0.1:{server.port}/data/missing.onnx")
-    assert info.value.code == 404
-
-
-def test_show_netron_local_iframe(model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(BASE_URL_ENV, raising=False)
-    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ann/")
-    frame = show_netron(model_file, height=420)
-    port = running_servers()[0].port
-    assert type(frame).__name__ == "IFrame"
-    assert frame.src == f"/user/ann/proxy/{port}/"
-    assert frame.height == 420
-    explicit = show_netron(model_file, base_url="/lab/")
-    assert explicit.src == f"/lab/proxy/{port}/"  # same server reused
-
-
-def test_show_netron_on_colab(model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[int, str]] = []
-    output = types.SimpleNamespace(
-        serve_kernel_port_as_iframe=lambda port, height: calls.append((port, height))
-    )
-    colab = types.ModuleType("google.colab")
-    colab.output = output  # type: ignore[attr-defined]
-    google = types.ModuleType("google")
-    google.colab = colab  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "google", google)
-    monkeypatch.setitem(sys.modules, "google.colab", colab)
-    result = show_netron(model_file, height=500)
-    port = running_servers()[0].port
-    assert calls == [(port, "500")]
-    assert "Colab" in repr(result)
-
-
-def test_core_netron_needs_no_ipython() -> None:
-    import subprocess
-
-    code = (
-        "import sys, freeze_widgets.graph.netron, freeze_widgets; "
-        "from freeze_widgets.ui.netron_view import show_netron; "
-        "assert show_netron is freeze_widgets.show_netron; "
-        "print(sorted(m for m in ('IPython', 'ipywidgets') if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.strip() == "[]"  # IPython loads only when a frame is shown
+    _, path = exported
+    root = Path(netron.__file__).parent
+    view = show_netron(path)
+    try:
+        answer, packed = _ask(
+            view, {"type": "need-boot", "key": "", "have": ["view"], "page": False}
+        )
+        assert answer["bundle"] == "gzip"
+        boot = json.loads(gzip.decompress(packed[0]))
+        assert set(boot["modules"]) == set(CORE_MODULES) - {"view"}
+        assert boot["assets"]["onnx-metadata.json"] == (root / "onnx-metadata.json").read_text()
+        assert boot["modules"]["onnx"] == (root / "onnx.js").read_text(encoding="utf-8")
+        page = boot["page"]
+        assert "__fwLoad" in page and '<script type="text/javascript" src' not in page
+        assert "Content-Security-Policy" not in page and 'name="date"' not in page
+        module, _ = _ask(view, {"type": "need-module", "key": "pytorch"})
+        assert module["type"] == "module" and module["key"] == "pytorch"
+        assert module["text"] == (root / "pytorch.js").read_text(encoding="utf-8")
+        for bad in ("../secret", "view.js", "/etc/passwd"):
+            answer, _ = _ask(view, {"type": "need-module", "key": bad})
+            assert "has no module" in answer["error"]
+        asset, _ = _ask(view, {"type": "need-asset", "key": "../index.html"})
+        assert "has no metadata file" in asset["error"]
+        model, buffers = _ask(view, {"type": "need-model", "key": ""})
+        assert model["name"] == "small.onnx" and buffers == [model_payload(path).data]
+        view._on_msg(view, {"type": "status", "drawn": 7, "ms": 12.5}, [])
+        assert view.status == {"drawn": 7, "ms": 12.5, "error": None}
+        picked: list[tuple[str, str]] = []
+        view.on_select(lambda node, module: picked.append((node, module)))
+        view._on_msg(view, {"type": "select", "node": "n1", "module": "stem.1"}, [])
+        assert picked == [("n1", "stem.1")]
+    finally:
+        view.close()

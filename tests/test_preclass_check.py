@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -71,31 +71,50 @@ def test_packages_default_covers_digits_and_plots(monkeypatch: pytest.MonkeyPatc
     assert result.detail == "missing sklearn, matplotlib"
 
 
-def test_netron_serves_and_stops() -> None:
-    from freeze_widgets.graph.netron import running_servers
+@pytest.fixture
+def fresh_netron_lookup() -> Iterator[None]:
+    """The installed netron is looked up once per process: forget it around a test."""
+    from freeze_widgets.graph.netron_assets import netron_install
+
+    netron_install.cache_clear()
+    yield
+    netron_install.cache_clear()
+
+
+def test_netron_reads_the_installed_version(fresh_netron_lookup: None) -> None:
+    import netron
 
     result = pc.check_netron()
     assert result.ok, result.line()
-    port = int(result.detail.rsplit(":", 1)[1])
-    assert all(server.port != port for server in running_servers())  # stopped with its view
-    with pytest.raises(urllib.error.URLError):  # nothing listens there any more
-        pc._get(f"http://localhost:{port}/")
+    assert f"netron {netron.__version__}:" in result.detail and "no server" in result.detail
 
 
-def test_netron_checks_the_projects_view(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_netron_checks_the_projects_view(
+    monkeypatch: pytest.MonkeyPatch, fresh_netron_lookup: None
+) -> None:
     """With the project's view broken (netron itself fine), the check says FIX."""
-    import freeze_widgets.graph.netron as view_module
+    import freeze_widgets.graph.model_payload as view_module
 
     def broken(*_args: object, **_kwargs: object) -> object:
         raise RuntimeError("view broken")
 
-    monkeypatch.setattr(view_module, "open_view", broken)
+    monkeypatch.setattr(view_module, "model_payload", broken)
     result = pc.check_netron()
     assert not result.ok
     assert "view broken" in result.detail
 
 
-def test_netron_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_netron_of_another_version_needs_a_fix(
+    monkeypatch: pytest.MonkeyPatch, fresh_netron_lookup: None
+) -> None:
+    import netron
+
+    monkeypatch.setattr(netron, "__version__", "8.0.1")
+    result = pc.check_netron()
+    assert not result.ok and "8.0" in result.detail and "9.3" in result.fix
+
+
+def test_netron_missing(monkeypatch: pytest.MonkeyPatch, fresh_netron_lookup: None) -> None:
     monkeypatch.setitem(sys.modules, "netron", None)  # makes `import netron` raise ImportError
     result = pc.check_netron()
     assert not result.ok
@@ -121,22 +140,6 @@ def test_notebook_first_cells_run_in_a_kernel(tmp_path: Path) -> None:
     assert not bad.ok
     assert "b.ipynb" in bad.detail and "no_such_module_preclass" in bad.detail
     assert "a.ipynb" not in bad.detail
-
-
-def test_server_proxy_follows_find_spec(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_find_spec = importlib.util.find_spec
-
-    def find_spec(name: str, *args: object) -> object:
-        if name == "jupyter_server_proxy":
-            return None if missing else object()
-        return real_find_spec(name)
-
-    monkeypatch.setattr(pc.importlib.util, "find_spec", find_spec)
-    missing = True
-    result = pc.check_server_proxy(env={"JUPYTERHUB_SERVICE_PREFIX": "/user/ann/"})
-    assert not result.ok and "hub prefix /user/ann/" in result.detail
-    missing = False
-    assert pc.check_server_proxy(env={}).ok
 
 
 def test_main_exit_code_and_lines(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,7 @@
 """Pre-class check for a freeze_widgets workshop: run it on the machine (or hub image) students use.
 
     python tools/preclass_check.py            # every check
-    python tools/preclass_check.py --skip netron
+    python tools/preclass_check.py --skip notebooks
 
 One line per check, ``OK``, ``WARN`` (works, with a caveat) or ``FIX`` followed by what to do;
 the exit code is 1 if any check needs a fix, so it can gate an image build. Checks:
@@ -12,11 +12,9 @@ the exit code is 1 if any check needs a fix, so it can gate an image build. Chec
   ``python3`` Jupyter kernel, the one students' notebooks start, not only in this Python;
 * ``weights``: the ResNet-18 ImageNet weights are in the torch hub cache. Only a warning
   (``WARN``) when missing: the notebooks are built to run on random weights and say so;
-* ``netron``: the project's own Netron view (``freeze_widgets.graph.netron.open_view``, what
-  ``show_netron`` uses) starts a server on 127.0.0.1 that answers its page and the model file,
-  and stops when the view closes (docs/design.md, trap 6 and 15);
-* ``proxy``: jupyter-server-proxy is installed, which a JupyterHub needs for the Netron frame's
-  ``{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/`` URL (a local JupyterLab does not need it).
+* ``netron``: the installed netron is a version the graph view supports, and the view can read
+  netron's page, modules and metadata and a model, which ``show_netron`` sends over the kernel
+  connection (no server, no port, no proxy: docs/design.md, traps 6 and 18).
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import importlib.util
 import os
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +48,6 @@ NOTEBOOK_PACKAGES = (
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 _CELL_TIMEOUT_S = 300
 WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
-_HTTP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,12 +104,6 @@ def check_weights(hub_dir: str | None = None, url: str = WEIGHTS_URL) -> CheckRe
     )
 
 
-def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S) as response:
-        body: bytes = response.read()
-        return body
-
-
 def _tiny_onnx(path: Path) -> bytes:
     """Write a one-node ONNX model (Identity) to ``path``; return its bytes."""
     import onnx
@@ -131,32 +121,32 @@ def _tiny_onnx(path: Path) -> bytes:
 
 
 def check_netron() -> CheckResult:
-    """The project's Netron view serves its page and the model on 127.0.0.1, and stops."""
-    fix = "pip install netron; make sure the kernel may listen on 127.0.0.1"
+    """The installed netron is supported and the graph view can read what it sends the page."""
+    fix = "pip install 'netron>=9.3,<9.4' into the kernel's environment"
     try:
-        from freeze_widgets.graph.netron import open_view, running_servers
+        from freeze_widgets.graph.model_payload import model_payload
+        from freeze_widgets.graph.netron_assets import UnsupportedNetron, netron_install
     except ImportError as exc:
-        return CheckResult("netron", False, f"cannot import the Netron view ({exc})", fix)
+        return CheckResult("netron", False, f"cannot import the graph view ({exc})", fix)
+    try:
+        install = netron_install()
+        bundle = install.bundle(frozenset(), page=True)
+    except (UnsupportedNetron, OSError, ValueError) as exc:
+        return CheckResult("netron", False, str(exc), fix)
     with tempfile.TemporaryDirectory(prefix="preclass_") as tmp:
         model = Path(tmp) / "check.onnx"
         try:
-            payload = _tiny_onnx(model)
-            view = open_view(model)
-        except Exception as exc:  # any failure to start is what this check reports
-            return CheckResult("netron", False, f"server did not start ({exc})", fix)
-        port = view.port
-        try:
-            page = _get(f"http://localhost:{port}/")
-            served = _get(f"http://localhost:{port}/data/{model.name}")
-        except OSError as exc:
-            return CheckResult("netron", False, f"server did not answer ({exc})", fix)
-        finally:
-            view.close()
-    if b"<html" not in page.lower() or served != payload:
-        return CheckResult("netron", False, "server answered, but not with Netron's page", fix)
-    if any(server.port == port for server in running_servers()):
-        return CheckResult("netron", False, "the server did not stop when its view closed", fix)
-    return CheckResult("netron", True, f"the project's Netron view served on 127.0.0.1:{port}")
+            _tiny_onnx(model)
+            payload = model_payload(model)
+        except Exception as exc:  # a model the view cannot read is what this check reports
+            return CheckResult("netron", False, f"the view cannot read a model ({exc})", fix)
+    size = len(bundle) // 1024
+    return CheckResult(
+        "netron",
+        True,
+        f"netron {install.version}: page, modules and metadata ({size} KiB gzip'd) and a model "
+        f"({len(payload.data)} bytes) ready for the kernel connection; no server or port",
+    )
 
 
 def _first_code_cell(path: Path) -> str:
@@ -213,28 +203,11 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1][:200] if lines else type(exc).__name__
 
 
-def check_server_proxy(env: dict[str, str] | None = None) -> CheckResult:
-    """jupyter-server-proxy is installed (the Netron frame's route on a JupyterHub)."""
-    env = dict(os.environ) if env is None else env
-    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX")
-    where = f"hub prefix {prefix}" if prefix else "no JUPYTERHUB_SERVICE_PREFIX (local Lab)"
-    if importlib.util.find_spec("jupyter_server_proxy") is None:
-        return CheckResult(
-            "proxy",
-            False,
-            f"jupyter-server-proxy not installed; {where}",
-            "pip install jupyter-server-proxy in the Jupyter server's environment, then "
-            "restart the server (needed on a hub; a local JupyterLab works without it)",
-        )
-    return CheckResult("proxy", True, f"jupyter-server-proxy installed; {where}")
-
-
 CHECKS: dict[str, Callable[[], CheckResult]] = {
     "packages": check_packages,
     "notebooks": check_notebook_imports,
     "weights": check_weights,
     "netron": check_netron,
-    "proxy": check_server_proxy,
 }
 
 

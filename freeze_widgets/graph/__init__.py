@@ -1,1 +1,1 @@
-"""The graph view: Netron for an exported model."""
+"""The graph view's core: netron's files, graph-only model bytes, the frozen overlay."""

@@ -1,7 +1,7 @@
 """The Jupyter layer: thin widgets over the core. The explorer needs ipywidgets and anywidget.
 
-The explorer loads on first use, so :mod:`freeze_widgets.ui.netron_view` (IPython only) can be
-imported without the widget libraries.
+The explorer loads on first use; :mod:`freeze_widgets.ui.netron_view` (``show_netron``) needs
+anywidget only, for the graph view.
 """
 
 from __future__ import annotations

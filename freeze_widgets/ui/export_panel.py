@@ -16,7 +16,6 @@ from torch import nn
 
 from freeze_widgets.base.checks import on_meta_device
 from freeze_widgets.export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
-from freeze_widgets.graph.netron import NetronView, open_view
 from freeze_widgets.ui.background import BackgroundWork
 from freeze_widgets.ui.export_args import (
     ArgRow,
@@ -30,9 +29,9 @@ from freeze_widgets.ui.export_args import (
     parse_shape,
     positional_parameter,
 )
+from freeze_widgets.ui.graph_view import GraphView
 from freeze_widgets.ui.lifecycle import close_widget_tree
 from freeze_widgets.ui.messages import MessageArea
-from freeze_widgets.ui.netron_view import colab_output
 from freeze_widgets.ui.panel_common import (
     busy_line,
     meta_tooltip,
@@ -114,12 +113,12 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         self.status = widgets.Label("")
         self.report_view = widgets.HTML()
         self.report_view.add_class("fw-export-report")
-        self.netron_view = widgets.HTML()
+        self.netron_view = widgets.Box(layout=widgets.Layout(display="block", width="100%"))
         self.netron_view.add_class("fw-netron-view")
         self.messages = MessageArea()
         self.last_report: ExportReport | None = None
         self.last_error: BaseException | None = None
-        self._netron: NetronView | None = None
+        self._netron: GraphView | None = None
         self._closed = False
         heading = widgets.HTML(
             "<b>forward() arguments</b>: inputs become graph inputs, bound ones constants"
@@ -224,32 +223,21 @@ class ExportPanel(BackgroundWork, widgets.VBox):
             self.messages.info(busy_line(self.busy))
 
     def show_netron(self) -> None:
-        """Show the last export in Netron (its own server on 127.0.0.1) inside the panel."""
+        """Show the last export in the graph view (netron inside the widget, no server)."""
         if self.last_report is None:
             raise RuntimeError("nothing exported yet: click Export first")
-        view = open_view(self.last_report.path)
-        # Open the new view before releasing the old: same file keeps its server running.
+        view = GraphView(self.last_report.path, height=560)
         old, self._netron = self._netron, view
+        self.netron_view.children = (view,)
         if old is not None:
-            old.close()
-        colab = colab_output()
-        if colab is not None:
-            # Colab serves the kernel's port itself, as a frame in the cell output.
-            colab.serve_kernel_port_as_iframe(view.port, height="560")
-            return
-        name = html.escape(view.path.name)
-        self.netron_view.value = (
-            f'<iframe src="{html.escape(view.url)}" title="Netron: {name}" '
-            'style="width:100%;height:560px;border:1px solid var(--jp-border-color2,#ccc)">'
-            "</iframe>"
-        )
+            close_widget_tree(old)
 
     def release_netron(self) -> None:
-        """Release this panel's Netron view (its server stops unless another view uses it)."""
+        """Close this panel's graph view."""
         if self._netron is not None:
-            self._netron.close()
+            close_widget_tree(self._netron)  # its layout too
             self._netron = None
-        self.netron_view.value = ""
+        self.netron_view.children = ()
 
     def shutdown(self) -> None:
         """Release the Netron view (kept for callers of the earlier API)."""

@@ -1,68 +1,31 @@
-"""Show a Netron server inside a notebook: an IFrame locally or behind a hub, Colab's own frame.
-
-The server itself (start, stop, the URL a browser can reach) is core:
-:mod:`freeze_widgets.graph.netron`.
-"""
+"""``show_netron(path)``: the graph view of a model file, as a widget (no server, no port)."""
 
 from __future__ import annotations
 
 import os
-import webbrowser
-from typing import Any
 
-from freeze_widgets.graph.netron import NetronServer, start_netron
+from freeze_widgets.ui.graph_view import GraphView
 
-__all__ = ["ColabFrame", "colab_output", "show_netron"]
-
-
-class ColabFrame:
-    """Marker returned on Colab, where Colab itself displays the frame."""
-
-    def __init__(self, server: NetronServer) -> None:
-        self.server = server
-
-    def __repr__(self) -> str:
-        return f"<Netron for {self.server.path.name} on Colab port {self.server.port}>"
-
-
-def colab_output() -> Any:
-    """``google.colab.output`` when running on Colab, else None."""
-    try:
-        from google.colab import output  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return output
+__all__ = ["show_netron"]
 
 
 def show_netron(
-    path: str | os.PathLike[str],
-    *,
-    height: int = 600,
-    base_url: str | None = None,
-    browse: bool = False,
-) -> Any:
-    """Show ``path`` in Netron inside the notebook (docs/design.md, trap 6).
+    path: str | os.PathLike[str], *, height: int = 600, weights: bool = False
+) -> GraphView:
+    """Show ``path`` in Netron inside the notebook, with the exported freeze drawn on it.
 
-    The server runs until ``stop_netron(path)`` (there is no widget to close here); widgets hold
-    theirs through ``open_view`` and release it on close.
+    netron's viewer runs inside the widget, fed over the kernel comm from the installed
+    ``netron`` package: nothing listens on a port, and it works wherever widgets work (JupyterLab,
+    Notebook 7, Voila, a remote hub, VS Code). A missing or unreadable file shows its message in
+    the widget instead of raising.
 
     Args:
-        path: Model file to show.
-        height: Frame height in pixels.
-        base_url: Proxy prefix, for hubs the environment variables don't describe.
-        browse: Also open the URL in a web browser (only when it is absolute).
+        path: Model file to show (ONNX; other formats netron reads are sent whole).
+        height: Height of the graph in pixels.
+        weights: Send the weight values too (default: the graph and shapes only, ~0.2% of the
+            bytes for ResNet-18).
 
     Returns:
-        An ``IPython.display.IFrame``; on Colab a marker object, since Colab displays the
-        frame itself.
+        The :class:`~freeze_widgets.ui.graph_view.GraphView` (display it as a cell's last line).
     """
-    server = start_netron(path, base_url=base_url)
-    colab = colab_output()
-    if colab is not None:
-        colab.serve_kernel_port_as_iframe(server.port, height=str(height))
-        return ColabFrame(server)
-    if browse and server.url.startswith("http"):
-        webbrowser.open(server.url)
-    from IPython.display import IFrame
-
-    return IFrame(server.url, width="100%", height=height)
+    return GraphView(path, height=height, weights=weights)
