@@ -95,7 +95,7 @@ def test_a_missing_spec_or_data_folder_is_one_line(
     missing = tmp_path / "nope.json"
     with pytest.raises(SystemExit, match=r"--spec .*nope\.json"):
         main(_argv(missing, tmp_path / "r.json"))
-    with pytest.raises(SystemExit, match="--data .* is not a folder"):
+    with pytest.raises(SystemExit, match=r"--data .* is not a folder"):
         main(_argv(spec_file, tmp_path / "r.json", "--data", str(tmp_path / "nodata")))
 
 
