@@ -1,4 +1,5 @@
-"""Module plumbing: set a submodule by path, save and restore training flags, signatures."""
+"""Module plumbing: set a submodule by path, save and restore training flags, signatures,
+and the element count a parameter stands for."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -61,3 +63,15 @@ def is_variadic(parameter: inspect.Parameter) -> bool:
 def named_parameters_of(fn: Callable[..., Any]) -> list[inspect.Parameter]:
     """The named (not ``*args`` / ``**kwargs``) parameters of ``fn``'s signature, in order."""
     return [p for p in inspect.signature(fn).parameters.values() if not is_variadic(p)]
+
+
+def param_numel(p: torch.Tensor) -> int:
+    """The elements a parameter stands for, as PEFT and transformers count them.
+
+    A bitsandbytes 4-bit weight (``Params4bit``) stores two values per byte of its packed
+    storage, so its ``numel()`` is a fraction of the layer's real size.
+    """
+    n = p.numel()
+    if type(p).__name__ == "Params4bit":  # matched by name: bitsandbytes is optional
+        return n * 2 * p.element_size()
+    return n

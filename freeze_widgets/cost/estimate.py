@@ -106,11 +106,22 @@ class CostEstimate:
         return self.summary()
 
 
+def _stored_bytes(t: torch.Tensor, size: int) -> int:
+    """Bytes of ``t`` when floating tensors are held in a dtype of ``size`` bytes."""
+    return t.numel() * (size if t.is_floating_point() else t.element_size())
+
+
 def _states_per_element(optimizer: object) -> int:
+    """State tensors per trainable element; an instance's own settings add theirs."""
     if isinstance(optimizer, torch.optim.Optimizer):
         name = type(optimizer).__name__.lower()
+        options = optimizer.defaults
         if name == "sgd":
-            return 1 if optimizer.defaults.get("momentum", 0) else 0
+            return 1 if options.get("momentum", 0) else 0
+        if name in ("adam", "adamw"):
+            return 3 if options.get("amsgrad") else 2  # max_exp_avg_sq
+        if name == "rmsprop":  # square_avg, momentum_buffer, grad_avg
+            return 1 + int(bool(options.get("momentum", 0))) + int(bool(options.get("centered")))
         optimizer = name
     if not isinstance(optimizer, str):
         raise TypeError(
@@ -272,12 +283,12 @@ class CostModel:
     def _estimate(self, states: int, activations: bool, *, unfrozen: bool) -> CostEstimate:
         size = self.dtype.itemsize
         params = list(self.model.parameters())  # de-duplicated: tied weights count once
-        trainable = sum(p.numel() for p in params if unfrozen or p.requires_grad)
-        weights = sum(p.numel() for p in params) * size
-        weights += sum(
-            b.numel() * (size if b.is_floating_point() else b.element_size())
-            for b in self.model.buffers()
+        # Integer/bool tensors (int8 weights, 4-bit packed storage, counters) keep their own
+        # element size; only floating ones train in ``dtype``. Only floating ones can train.
+        trainable = sum(
+            p.numel() for p in params if (unfrozen and p.is_floating_point()) or p.requires_grad
         )
+        weights = sum(_stored_bytes(t, size) for t in [*params, *self.model.buffers()])
         flags = {n: unfrozen or p.requires_grad for n, p in self.model.named_parameters()}
         act = self.forward_memory(flags) if activations else ForwardMemory(0, 0)
         share = 1.0 if unfrozen else self._share(activations)
