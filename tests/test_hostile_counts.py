@@ -112,13 +112,13 @@ def _real_state_bytes(optimizer: torch.optim.Optimizer, model: nn.Module) -> int
     [
         lambda ps: torch.optim.Adam(ps, amsgrad=True),
         lambda ps: torch.optim.AdamW(ps, amsgrad=True),
-        lambda ps: torch.optim.Adam(ps),
+        torch.optim.Adam,
         lambda ps: torch.optim.RMSprop(ps, centered=True, momentum=0.9),
         lambda ps: torch.optim.RMSprop(ps, momentum=0.9),
         lambda ps: torch.optim.RMSprop(ps, centered=True),
-        lambda ps: torch.optim.RMSprop(ps),
+        torch.optim.RMSprop,
         lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
-        lambda ps: torch.optim.Adagrad(ps),
+        torch.optim.Adagrad,
     ],
     ids=["adam-amsgrad", "adamw-amsgrad", "adam", "rmsprop-centered-momentum",
          "rmsprop-momentum", "rmsprop-centered", "rmsprop", "sgd-momentum", "adagrad"],
@@ -146,7 +146,7 @@ def test_nan_outputs_are_not_reported_as_a_verified_export(tmp_path: Path) -> No
 def test_a_batchnorm_passed_as_the_model_is_refused_for_bn_frozen(layer: nn.Module) -> None:
     """timm's freeze test: a BatchNorm as the root module is refused clearly."""
     before = model_fingerprint(layer)
-    with pytest.raises(ValueError, match='the model itself is a BatchNorm.d: bn="frozen"'):
+    with pytest.raises(ValueError, match=r'the model itself is a BatchNorm.d: bn="frozen"'):
         freeze(layer, bn="frozen")
     assert model_fingerprint(layer) == before
     assert "" not in dict(layer.named_children())

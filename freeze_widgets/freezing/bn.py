@@ -195,7 +195,7 @@ def check_bn_policy_fits(bns: Mapping[str, nn.Module], bn: str) -> None:
     root = bns.get("")
     if root is not None and swaps_when_frozen(root):
         raise ValueError(
-            f"the model itself is a {type(root).__name__}: bn=\"frozen\" replaces a BatchNorm "
+            f'the model itself is a {type(root).__name__}: bn="frozen" replaces a BatchNorm '
             "with a FrozenBatchNorm inside its parent, and the layer you passed has none. Use "
             'bn="eval" (statistics fixed in place), FrozenBatchNorm(layer) for a frozen copy, '
             "or freeze the model that contains it"
