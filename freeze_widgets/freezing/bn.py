@@ -113,6 +113,10 @@ class FrozenBatchNorm(nn.Module):
             )
         self.register_buffer("running_mean", bn.running_mean)
         self.register_buffer("running_var", bn.running_var)
+        # Kept (never updated) so state_dict has the plain layer's keys: a checkpoint of the
+        # unfrozen model loads strictly, and this one loads into an unfrozen model.
+        if bn.num_batches_tracked is not None:
+            self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
         # Kept out of the module registry so it shows neither in the tree nor in state_dict.
         object.__setattr__(self, "_original", bn)
 
