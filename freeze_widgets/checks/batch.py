@@ -23,8 +23,14 @@ __all__ = ["check_one_batch", "require_finite_inputs"]
 _SAMPLE = 2  # eval mode makes one forward batch-independent; two items keep BatchNorm1d happy
 
 
-def check_one_batch(model: nn.Module, loader: DataLoader[Any], num_classes: int | None) -> None:
+def check_one_batch(
+    model: nn.Module, loader: DataLoader[Any], num_classes: int | None, *, new_head: bool = False
+) -> None:
     """Labels within ``num_classes`` and one forward pass on two items of the data.
+
+    With ``new_head`` (a head of ``num_classes`` outputs will replace the model's own), the
+    model's output size is not compared with ``num_classes``. Nothing is changed: the forward
+    runs in eval mode without gradients and every module's mode is put back.
 
     Raises:
         ValueError: labels outside ``[0, num_classes)``, or the model fails on the inputs or
@@ -41,7 +47,7 @@ def check_one_batch(model: nn.Module, loader: DataLoader[Any], num_classes: int 
             )
     sample = _sample_batch(loader)
     if sample is not None:
-        _forward_once(model, sample, num_classes)
+        _forward_once(model, sample, None if new_head else num_classes)
 
 
 def _sample_batch(loader: DataLoader[Any]) -> Any:

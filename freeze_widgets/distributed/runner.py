@@ -16,7 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from freeze_widgets.base.checks import require_module
+from freeze_widgets.checks.batch import check_one_batch
 from freeze_widgets.checks.preflight import STRATEGIES, check_distributed
+from freeze_widgets.data.loaders import make_loader
 from freeze_widgets.data.synthetic import DEFAULT_SYNTHETIC_CLASSES
 from freeze_widgets.distributed.job import JobConfig
 from freeze_widgets.distributed.launcher import launch
@@ -106,6 +108,26 @@ def _refuse_unused_trainable(model: nn.Module, data: Any, image_size: int) -> No
             "trainable parameters get no gradient, which DDP cannot synchronise (docs/design.md, "
             f"trap 11):\n{lines}\nFreeze them, or use strategy='fsdp'."
         )
+
+
+def _require_importable(model: nn.Module, data: Any) -> None:
+    """Worker processes unpickle by import: a class from a notebook cell or a function body
+    would fail there after the workers started (``Can't get attribute 'Local'``); say so now."""
+    classes: set[type] = {type(m) for m in model.modules()}
+    if isinstance(data, Dataset):
+        classes.add(type(data))
+    for cls in sorted(classes, key=lambda c: c.__qualname__):
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+            where = (
+                "a notebook cell or the main script"
+                if cls.__module__ == "__main__"
+                else ("a function body")
+            )
+            raise TypeError(
+                f"{cls.__qualname__} is defined in {where}, so the worker processes cannot "
+                "import it to unpickle the model or data: move the class into a .py module "
+                "next to the notebook and import it from there, or use nproc=1"
+            )
 
 
 def _save_model(model: nn.Module, path: Path) -> None:
@@ -209,6 +231,10 @@ def finetune_distributed(
     planned = plan_steps(epochs, steps, per_rank_batches).epochs
     head_path = head[0] if new_head and head is not None else None
     schedule = resolve_schedule(model, unfreeze_schedule, planned, new_head=head_path)
+    _require_importable(model, data)
+    if data is not None:  # what one process checks first, here in seconds, not in a worker
+        loader, _ = make_loader(data, batch_size=batch_size, image_size=image_size, seed=seed)
+        check_one_batch(model, loader, num_classes, new_head=new_head)
     if strategy == "ddp" and not isinstance(data, (str, Path)):
         _refuse_unused_trainable(model, data, image_size)
 

@@ -1,0 +1,99 @@
+"""A multi-process fine-tune finds in the caller, in seconds, what one process would find
+(issue 19, item 5): no worker starts for data or a model that cannot work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from freeze_widgets import finetune, freeze
+from freeze_widgets.distributed import runner
+from tests.distributed_helpers import tiny_net
+
+from .conftest import model_fingerprint
+
+
+@pytest.fixture
+def no_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    def launch(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("worker processes were started")
+
+    monkeypatch.setattr(runner, "launch", launch)
+
+
+def _refused(model: nn.Module, error: type[Exception], match: str, **kw: Any) -> None:
+    before = model_fingerprint(model)
+    with pytest.raises(error, match=match):
+        finetune(model, **{"nproc": 2, "image_size": 16, "batch_size": 4, **kw})
+    assert model_fingerprint(model) == before
+
+
+def _images(
+    n: int, labels: torch.Tensor | None = None, shape: tuple[int, ...] = (3, 16, 16)
+) -> TensorDataset:
+    y = labels if labels is not None else torch.arange(n) % 4
+    return TensorDataset(torch.randn(n, *shape), y)
+
+
+def test_a_model_class_from_a_function_body_is_refused_at_once(no_launch: None) -> None:
+    class Local(nn.Sequential):
+        pass
+
+    model = Local(*tiny_net())
+    freeze(model, "0", "1")
+    _refused(model, TypeError, r"Local is defined in a function body.*\.py module")
+
+
+def test_a_model_class_from_a_notebook_is_refused_at_once(no_launch: None) -> None:
+    notebook_class = type("Cell", (nn.Sequential,), {"__module__": "__main__"})
+    model = notebook_class(*tiny_net())
+    _refused(model, TypeError, "Cell is defined in a notebook cell")
+
+
+def test_a_dataset_class_from_a_notebook_is_refused_at_once(no_launch: None) -> None:
+    class Items(Dataset[tuple[torch.Tensor, int]]):
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return torch.randn(3, 16, 16), i % 4
+
+    _refused(tiny_net(), TypeError, "Items is defined in a function body", data=Items())
+
+
+def test_labels_beyond_num_classes_are_found_before_any_worker(no_launch: None) -> None:
+    data = _images(16, torch.arange(16) % 6)
+    _refused(
+        tiny_net(),
+        ValueError,
+        "labels run from 0 to 5, but num_classes=4",
+        data=data,
+        num_classes=4,
+    )
+
+
+def test_an_empty_dataset_is_found_before_any_worker(no_launch: None) -> None:
+    _refused(tiny_net(), ValueError, "empty", data=_images(0))
+
+
+def test_a_5d_input_is_found_before_any_worker(no_launch: None) -> None:
+    data = _images(8, shape=(1, 3, 16, 16))
+    _refused(tiny_net(), ValueError, r"cannot take the data.*\(2, 1, 3, 16, 16\)", data=data)
+
+
+@pytest.mark.parametrize(
+    ("nproc", "error", "match"),
+    [(True, TypeError, "nproc must be an int"), (1000, ValueError, "nproc=1000 is more processes")],
+)
+def test_nproc_is_checked(
+    nproc: object, error: type[Exception], match: str, no_launch: None
+) -> None:
+    _refused(tiny_net(), error, match, nproc=nproc)
+
+
+def test_timeout_s_is_a_finetune_argument(no_launch: None) -> None:
+    _refused(tiny_net(), ValueError, "timeout_s must be a positive", timeout_s=0)
