@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,3 +100,45 @@ def test_nproc_is_checked(
 
 def test_timeout_s_is_a_finetune_argument(no_launch: None) -> None:
     _refused(tiny_net(), ValueError, "timeout_s must be a positive", timeout_s=0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_stop_kills_a_multi_process_run_at_once_and_leaves_nothing(tmp_path: Path) -> None:
+    """What closing the explorer does: no 32 s block, no worker left until the timeout."""
+    import psutil
+
+    from freeze_widgets.distributed import DistributedRunError
+    from tests.distributed_helpers import Misbehaving
+
+    me = psutil.Process()
+    before_children = {p.pid for p in me.children(recursive=True)}
+    model = tiny_net()
+    freeze(model, "0", "1")
+    before = model_fingerprint(model)
+    stop = threading.Event()
+    set_at: list[float] = []
+
+    def press_stop() -> None:
+        set_at.append(time.monotonic())
+        stop.set()
+
+    timer = threading.Timer(3.0, press_stop)
+    timer.start()
+    try:
+        with pytest.raises(DistributedRunError, match="stopped") as info:
+            finetune(
+                model, Misbehaving("hang"), nproc=2, image_size=16, batch_size=4,
+                timeout_s=100, stop=stop,
+            )  # fmt: skip
+        stopped_after = time.monotonic()
+    finally:
+        timer.cancel()
+    assert info.value.cause == "stopped"
+    assert stopped_after - set_at[0] < 5.0  # not the 100 s timeout
+    assert model_fingerprint(model) == before
+    alive = [
+        p for p in me.children(recursive=True)
+        if p.pid not in before_children and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]  # fmt: skip
+    assert alive == []

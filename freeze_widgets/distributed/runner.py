@@ -7,6 +7,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,7 @@ def finetune_distributed(
     timeout_s: float = 600.0,
     workdir: str | Path | None = None,
     keep_rank_states: bool = False,
+    stop: threading.Event | None = None,
 ) -> DistributedFineTuneReport:
     """Fine-tune ``model`` in ``nproc`` local processes (DDP or FSDP2) and verify every rank.
 
@@ -197,9 +199,13 @@ def finetune_distributed(
         timeout_s: Kill every worker and raise if the run takes longer.
         workdir: Keep the job's files (logs, ``state.pt``, ``result.json``) here.
         keep_rank_states: Each rank also saves its final full state as ``rank{r}.pt``.
+        stop: A ``threading.Event``; setting it kills every worker at once and raises
+            (``cause="stopped"``), leaving ``model`` as it was: a run in several processes
+            keeps nothing part-way.
 
     Raises:
-        DistributedRunError: a worker failed (its rank and exception are named) or timed out.
+        DistributedRunError: a worker failed (its rank and exception are named), timed out,
+            or ``stop`` was set.
         ValueError, TypeError: bad arguments, or (DDP) trainable parameters that get no
             gradient, before anything starts.
     """
@@ -216,6 +222,8 @@ def finetune_distributed(
     check_nproc(nproc)
     _check_strategy(strategy)
     timeout_s = require_positive_number(timeout_s, "timeout_s")
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise TypeError(f"stop must be a threading.Event or None; got {type(stop).__name__}")
     if isinstance(data, DataLoader):
         batch_size, data = data.batch_size or batch_size, data.dataset
     known_classes, n_items = _classes_and_size(data, image_size, synthetic_n)
@@ -262,7 +270,7 @@ def finetune_distributed(
         )
         _save_model(model, out / "model.pt")
         t0 = time.perf_counter()
-        result = launch(job, nproc, timeout_s)
+        result = launch(job, nproc, timeout_s, stop)
         report = DistributedFineTuneReport.from_dict(result)
         report.launch_seconds = time.perf_counter() - t0
         state = torch.load(out / "state.pt", weights_only=True)
