@@ -81,3 +81,26 @@ def test_a_dict_output_under_the_torchscript_exporter_is_verified(tmp_path: Path
     report = export_onnx(DictOut(), torch.randn(3, 4), tmp_path / "d.onnx", exporter="torchscript")
     assert report.ok, report.error
     assert report.parity and all(p.ok for p in report.parity)
+
+
+@pytest.mark.slow
+def test_a_broadcast_bound_bert_mask_says_pass_it_as_an_input(tmp_path: Path) -> None:
+    from transformers import BertConfig, BertModel
+
+    from freeze_widgets import bind
+
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = BertModel(config).eval()
+    ids = torch.randint(0, 50, (4, 8))
+    bound = bind(model, attention_mask=torch.ones(1, 8, dtype=torch.long))
+    report = export_onnx(bound, {"input_ids": ids}, tmp_path / "bound.onnx")
+    if not report.ok:  # the graph indexes the size-1 mask at rows it does not have
+        assert "['attention_mask'] have size 1 on axis 0" in (report.error or "")
+        assert "pass them in example_inputs" in (report.error or "")
+    mask = torch.ones(4, 8, dtype=torch.long)
+    fixed = export_onnx(model, {"input_ids": ids, "attention_mask": mask}, tmp_path / "in.onnx")
+    assert fixed.ok, fixed.error  # the way out the message names works

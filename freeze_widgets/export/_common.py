@@ -238,22 +238,37 @@ def _first_missing(folder: Path) -> Path | None:
 
 
 def _bound_batch_hint(job: ExportJob) -> str:
-    """What to do when bound tensors carry the traced batch size (they cannot follow it)."""
+    """What to do when bound tensors cannot follow the exported batch size.
+
+    A bound tensor with the traced batch size keeps it at every batch; one of size 1
+    broadcast against the batch (BERT's ``attention_mask=ones(1, L)``) can make the graph
+    index it at rows it does not have. Either way the fix is to make it an input.
+    """
     if not isinstance(job.model, BoundModule) or not job.dynamic_batch:
         return ""
     batch = batch_of(job.inputs, job.batch_axes)
-    fixed = [
-        name
-        for name, value in job.model.bound.items()
-        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch
-    ]
-    if not fixed or batch is None or batch < 2:
+    if batch is None or batch < 2:
         return ""
-    return (
-        f"; bound tensor(s) {fixed} have the batch size {batch} on axis 0 and keep it at every "
-        "batch: bind them with size 1 on that axis, pass them as inputs, or export with "
-        "dynamic_batch=False"
-    )
+    tensors = {
+        name: value
+        for name, value in job.model.bound.items()
+        if isinstance(value, torch.Tensor) and value.dim() > 0
+    }
+    fixed = [name for name, value in tensors.items() if value.shape[0] == batch]
+    if fixed:
+        return (
+            f"; bound tensor(s) {fixed} have the batch size {batch} on axis 0 and keep it at "
+            "every batch: bind them with size 1 on that axis, pass them as inputs, or export "
+            "with dynamic_batch=False"
+        )
+    broadcast = [name for name, value in tensors.items() if value.shape[0] == 1]
+    if broadcast:
+        return (
+            f"; bound tensor(s) {broadcast} have size 1 on axis 0 and are broadcast against the "
+            f"batch of {batch}, which the exported graph may not do at other batch sizes: pass "
+            "them in example_inputs instead of binding them, or export with dynamic_batch=False"
+        )
+    return ""
 
 
 def _empty_report(
