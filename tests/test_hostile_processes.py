@@ -142,3 +142,37 @@ def test_stop_kills_a_multi_process_run_at_once_and_leaves_nothing(tmp_path: Pat
         if p.pid not in before_children and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     ]  # fmt: skip
     assert alive == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_closing_the_fine_tune_panel_during_a_2_process_run_returns_at_once() -> None:
+    import psutil
+
+    from freeze_widgets.ui.finetune_panel import FineTunePanel
+    from tests.distributed_helpers import Misbehaving
+
+    me = psutil.Process()
+    before_children = {p.pid for p in me.children(recursive=True)}
+    model = tiny_net()
+    freeze(model, "0", "1")
+    before = model_fingerprint(model)
+    panel = FineTunePanel(lambda: model, data=Misbehaving("hang"), image_size=16)
+    panel.processes.value = 2
+    panel.batch_size.value = 4
+    panel.run(block=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not [
+        p for p in me.children(recursive=True) if p.pid not in before_children
+    ]:
+        time.sleep(0.2)  # until the launcher runs
+    start = time.monotonic()
+    panel.close()
+    assert time.monotonic() - start < 5.0  # not 32 s, not the run's timeout
+    assert "the distributed run was stopped" in str(panel.last_error)
+    assert model_fingerprint(model) == before
+    alive = [
+        p for p in me.children(recursive=True)
+        if p.pid not in before_children and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]  # fmt: skip
+    assert alive == []
