@@ -45,7 +45,12 @@ def images(n: int = 16, classes: int = 4, seed: int = 0) -> TensorDataset:
 
 
 def _fails_unchanged(
-    model: nn.Module, error: type[BaseException], match: str, *, part_way: bool = True, **kw: Any
+    model: nn.Module,
+    error: type[BaseException],
+    match: str | None,
+    *,
+    part_way: bool = True,
+    **kw: Any,
 ) -> None:
     """``finetune(model, **kw)`` raises ``error`` and the model's fingerprint is unchanged."""
     before = model_fingerprint(model)
@@ -90,7 +95,7 @@ def test_keyboard_interrupt_part_way_is_rolled_back() -> None:
         if event.step == 2:
             raise KeyboardInterrupt
 
-    _fails_unchanged(small_net(), KeyboardInterrupt, "", data=images(), callback=interrupt)
+    _fails_unchanged(small_net(), KeyboardInterrupt, None, data=images(), callback=interrupt)
 
 
 class _Stream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
