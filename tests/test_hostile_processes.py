@@ -176,3 +176,19 @@ def test_closing_the_fine_tune_panel_during_a_2_process_run_returns_at_once() ->
         if p.pid not in before_children and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     ]  # fmt: skip
     assert alive == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_nan_inputs_in_a_worker_are_named_and_the_model_is_untouched() -> None:
+    from freeze_widgets.distributed import DistributedRunError
+
+    data = _images(32)
+    data.tensors[0][21, 0, 3, 3] = float("nan")  # not in the items the caller samples
+    model = tiny_net()
+    freeze(model, "0", "1")
+    before = model_fingerprint(model)
+    with pytest.raises(DistributedRunError, match="the inputs hold 1 NaN") as info:
+        finetune(model, data, nproc=2, image_size=16, batch_size=4, timeout_s=150)
+    assert "batch" in info.value.cause and "rank" in info.value.cause
+    assert model_fingerprint(model) == before

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from freeze_widgets.checks.batch import require_finite_inputs
 from freeze_widgets.data.loaders import class_labels
 from freeze_widgets.distributed.data import build_dataset
 from freeze_widgets.distributed.job import JobConfig
@@ -98,6 +99,7 @@ class Trainer:
                     break
                 where = f"batch {step + 1} (epoch {epoch}) on rank {check.rank}"
                 y = class_labels(labels, job.num_classes, where)  # 0.9 is not silently class 0
+                require_finite_inputs(x, where)  # before BatchNorm statistics see them
                 loss, acc, dt = self._step(x.to(self.device), y.to(self.device), opt)
                 step += 1
                 if not math.isfinite(loss):
