@@ -181,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(data, indent=1), encoding="utf-8")
         if args.save_state is not None:
+            args.save_state.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / "state.pt", args.save_state)
         print(report.summary(), file=sys.stderr)
         return 0 if report.ok else 2

@@ -110,6 +110,8 @@ def test_a_single_process_run_leaves_no_temporary_folder(
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     report = tmp_path / "out" / "report.json"
-    assert main(_argv(spec_file, report, "--steps", "1")) == 0
+    state = tmp_path / "new" / "state.pt"  # a folder that does not exist yet
+    assert main(_argv(spec_file, report, "--steps", "1", "--save-state", str(state))) == 0
+    assert state.is_file()
     assert json.loads(report.read_text())["total_steps"] == 1
     assert list(temp.iterdir()) == []  # no fw-cli-*, no fw-store-*
