@@ -192,3 +192,95 @@ def test_nan_inputs_in_a_worker_are_named_and_the_model_is_untouched() -> None:
         finetune(model, data, nproc=2, image_size=16, batch_size=4, timeout_s=150)
     assert "batch" in info.value.cause and "rank" in info.value.cause
     assert model_fingerprint(model) == before
+
+
+_CALLER = """
+import sys
+sys.path.insert(0, {root!r})
+from freeze_widgets import finetune, freeze
+from tests.distributed_helpers import Misbehaving, tiny_net
+model = tiny_net()
+freeze(model, "0", "1")
+finetune(model, Misbehaving("hang"), nproc=2, image_size=16, batch_size=4, timeout_s=300)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_workers_die_with_a_killed_caller(tmp_path: Path) -> None:
+    """A notebook kernel killed mid-run: its launcher and workers go too, not at timeout_s."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    root = str(Path(__file__).resolve().parents[1])
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}  # the run's private folder goes here
+    caller = subprocess.Popen(
+        [sys.executable, "-c", _CALLER.format(root=root)], cwd=tmp_path, env=env
+    )
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(started) < 3:  # launcher + 2 workers
+            time.sleep(0.2)
+            started = psutil.Process(caller.pid).children(recursive=True)
+        assert len(started) >= 3, "the run did not start"
+        os.kill(caller.pid, signal.SIGKILL)
+        caller.wait()
+        gone_by = time.monotonic() + 10
+        while time.monotonic() < gone_by and _alive(started):
+            time.sleep(0.2)
+        assert _alive(started) == []
+        assert list(temp.iterdir()) == []  # the fw-dist-* folder went with them
+    finally:
+        for p in _alive(started):
+            p.kill()
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+
+
+def _alive(procs: list[Any]) -> list[Any]:
+    import psutil
+
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_stopped_run_writes_nothing_to_the_system_temp_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from freeze_widgets.distributed import DistributedRunError
+    from tests.distributed_helpers import Misbehaving
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setenv("TMPDIR", str(temp))
+    stop = threading.Event()
+    timer = threading.Timer(4.0, stop.set)
+    timer.start()
+    try:
+        with pytest.raises(DistributedRunError, match="stopped"):
+            finetune(
+                tiny_net(), Misbehaving("hang"), nproc=2, image_size=16, batch_size=4,
+                timeout_s=100, stop=stop,
+            )  # fmt: skip
+    finally:
+        timer.cancel()
+    assert list(temp.iterdir()) == []  # no fw-dist-*, no torchelastic_*

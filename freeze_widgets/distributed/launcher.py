@@ -140,6 +140,9 @@ def launch(
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH", "")])])
+    # torchelastic's own temporary folders (torchelastic_*, left behind by a killed run) go
+    # into the run's folder, never into the system's /tmp.
+    env["TMPDIR"] = str(out)
     cmd = [sys.executable, "-m", "freeze_widgets.distributed._elastic", str(job_path), str(nproc)]
     with open(out / "launcher.out", "wb") as so, open(out / "launcher.err", "wb") as se:
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)

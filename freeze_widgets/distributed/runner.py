@@ -266,6 +266,7 @@ def finetune_distributed(
             model_file=str(out / "model.pt"),
             schedule=schedule,
             save_rank_states=keep_rank_states,
+            private_dir=workdir is None,
             timeout_s=float(timeout_s),
         )
         _save_model(model, out / "model.pt")
