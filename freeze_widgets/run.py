@@ -83,11 +83,13 @@ def finetune(
             dropout in train mode).
         image_size: Side of synthetic / ImageFolder images.
         seed: Seeds shuffling, augmentation and the new head.
-        stop: A ``threading.Event``; when set, training stops after the current step.
+        stop: A ``threading.Event``; when set, training stops after the current step and the
+            model keeps what was trained. With ``nproc > 1`` it kills every worker at once and
+            raises a ``DistributedRunError`` (``cause="stopped"``), the model unchanged.
         nproc: With more than 1, the same verified run happens in ``nproc`` local worker
             processes launched by PyTorch's elastic launcher (torchrun), and the report merges
             the ranks (:func:`freeze_widgets.distributed.finetune_distributed`); ``callback``,
-            ``stop``, ``augment`` and ``cache_features`` are single-process only. At most one
+            ``augment`` and ``cache_features`` are single-process only. At most one
             process per CPU core (per GPU with CUDA).
         strategy: With ``nproc > 1``: ``"ddp"`` (DistributedDataParallel) or ``"fsdp"``
             (FSDP2 ``fully_shard``).
@@ -125,7 +127,6 @@ def finetune(
     if check_nproc(nproc) > 1:
         given = {
             "callback": callback,
-            "stop": stop,
             "augment": augment,
             "cache_features": cache_features,
             "lr_groups": lr_groups,
@@ -139,7 +140,7 @@ def finetune(
             model, data, nproc=nproc, strategy=strategy, epochs=epochs, steps=steps,
             batch_size=batch_size, lr=lr, optimizer=optimizer, num_classes=num_classes,
             unfreeze_schedule=unfreeze_schedule, bn=bn, image_size=image_size, seed=seed,
-            timeout_s=timeout_s,
+            timeout_s=timeout_s, stop=stop,
         )  # fmt: skip
     options = FineTuneOptions.checked(
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, bn=bn,

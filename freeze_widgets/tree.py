@@ -15,7 +15,8 @@ from typing import Literal
 
 from torch import nn
 
-from freeze_widgets.base.checks import check_bn_policy, require_module
+from freeze_widgets.base.checks import check_bn_policy, require_initialized, require_module
+from freeze_widgets.base.modules import param_numel
 from freeze_widgets.base.wording import unknown_name_error
 from freeze_widgets.freezing.bn import is_batchnorm, set_bn_policy
 from freeze_widgets.freezing.change import FreezeChange
@@ -66,9 +67,10 @@ def count_parameters(model: nn.Module) -> ParamCounts:
         >>> str(count_parameters(nn.Linear(2, 3)))
         'trainable 9 of 9 (100%)'
     """
+    require_initialized(require_module(model), "count the parameters")
     total = trainable = 0
-    for p in require_module(model).parameters():  # parameters() de-duplicates shared tensors
-        n = p.numel()
+    for p in model.parameters():  # parameters() de-duplicates shared tensors
+        n = param_numel(p)
         total += n
         if p.requires_grad:
             trainable += n
@@ -149,6 +151,7 @@ class ModuleTree:
     # ------------------------------------------------------------------ building
 
     def _build(self) -> None:
+        require_initialized(self.model, "show the model's parameters")
         self.nodes, self._modules, self._held = [], [], []
         self._index = {}
         self._add_module("", type(self.model).__name__, self.model, 0, None)
@@ -168,7 +171,7 @@ class ModuleTree:
                     covered.add(j)
                     j = self.nodes[j].parent
             self._param_nodes[pid] = sorted(covered)
-            numel = params[pid].numel()
+            numel = param_numel(params[pid])
             trainable = params[pid].requires_grad
             for j in covered:
                 self.nodes[j].total += numel
@@ -196,7 +199,7 @@ class ModuleTree:
         node = self._new_node(path, name, type(module).__name__, "module", depth, parent)
         self._modules.append(module)
         own = list(module.named_parameters(recurse=False))
-        node.own = sum(p.numel() for _, p in own)
+        node.own = sum(param_numel(p) for _, p in own)
         # Every registered name, not named_children(): that skips a module registered twice in
         # one parent (Sequential(lin, ReLU(), lin)), yet "2" is a valid freeze target. The second
         # node holds the same parameters, counted once like any tied parameter.
@@ -210,7 +213,7 @@ class ModuleTree:
                 pnode = self._new_node(
                     prefix + pname, pname, "Parameter", "parameter", depth + 1, node.index
                 )
-                pnode.own = p.numel()
+                pnode.own = param_numel(p)
                 pnode.shape = tuple(p.shape)
                 pnode.end = pnode.index + 1
                 self._modules.append(None)
@@ -320,7 +323,7 @@ class ModuleTree:
                 if p is None:  # a name the tree holds under another path (a tied alias)
                     p = self.model.get_parameter(name)
                 for j in self._param_nodes[id(p)]:
-                    self.nodes[j].trainable += sign * p.numel()
+                    self.nodes[j].trainable += sign * param_numel(p)
                     touched.add(j)
         for path in change.replaced:
             i = self._index[path]

@@ -322,9 +322,9 @@ def test_a_failure_inside_the_worker_is_rolled_back(
     policy: str, entry: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The BatchNorm step fails after parameters flipped and layers changed: all undone."""
-    from freeze_widgets.freezing import targets as freezing
+    from freeze_widgets.freezing import targets
 
-    real = freezing.apply_bn_policy
+    real = targets.apply_bn_policy
 
     def fails_after_changing(*args: Any, **kwargs: Any) -> Any:
         real(*args, **kwargs)
@@ -335,7 +335,7 @@ def test_a_failure_inside_the_worker_is_rolled_back(
     model[0].weight.grad = torch.ones(32, 32)
     tree = ModuleTree(model)
     before = model_fingerprint(model)
-    monkeypatch.setattr(freezing, "apply_bn_policy", fails_after_changing)
+    monkeypatch.setattr(targets, "apply_bn_policy", fails_after_changing)
     calls = {
         "freeze": lambda: freeze(model, bn=policy),
         "freeze_to": lambda: freeze_to(model, 2, bn=policy),

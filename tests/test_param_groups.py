@@ -194,7 +194,7 @@ def test_spec_lr_field_round_trips_and_old_specs_load() -> None:
     loaded = FreezeSpec.from_json(old)
     assert loaded.lr_mult == () and loaded.frozen == ("a",)
     assert '"version": 1' in loaded.to_json() and "lr_mult" not in loaded.to_json()
-    with pytest.raises(ValueError, match="newer than this freeze_widgets reads"):
+    with pytest.raises(ValueError, match="written by a newer freeze_widgets"):
         FreezeSpec.from_json(old.replace('"version": 1', '"version": 3'))
     with pytest.raises(ValueError, match=r"not a FreezeSpec: lr_mult\['x'\] must be"):
         FreezeSpec.from_json(spec.to_json().replace('"head": 10.0', '"x": -1'))

@@ -43,7 +43,8 @@ def test_summary_of_a_passing_run_with_head_unfreezing_and_early_stop() -> None:
         [
             "trained 12 steps (3 epochs) in 2.3 s, 164 samples/s; final loss 0.6123, "
             "accuracy 80.0% (mean over the last epoch's batches)",
-            "stopped early: callback returned False",
+            "stopped early (callback returned False) after 12 of 20 steps: the model keeps "
+            "what was trained",
             "head fc: Linear(16->10) replaced by Linear(16->4)",
             "epoch 2: unfroze layer4 at lr 0.000385",
             "epoch 3: unfroze layer3 at lr 0.000148",

@@ -7,6 +7,7 @@ from typing import Literal, get_args
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 BnPolicy = Literal["eval", "frozen", "train"]
 """What happens to a frozen BatchNorm: kept in eval, swapped for FrozenBatchNorm, or training."""
@@ -90,3 +91,19 @@ def require_materialized(model: nn.Module, action: str) -> None:
     """A clear ValueError for a structure-only (meta device) model, before anything else."""
     if on_meta_device(model):
         raise ValueError(meta_device_message(action))
+
+
+def require_initialized(model: nn.Module, action: str) -> None:
+    """A clear ValueError for parameters a Lazy module has not created yet (no size to count).
+
+    PyTorch's own error ("Attempted to use an uninitialized parameter") names neither the
+    parameter nor the way out.
+    """
+    lazy = [name for name, p in model.named_parameters() if is_lazy(p)]
+    if lazy:
+        names = ", ".join(repr(n) for n in lazy[:3]) + (" ..." if len(lazy) > 3 else "")
+        raise ValueError(
+            f"cannot {action}: {len(lazy)} parameter{'s' if len(lazy) > 1 else ''} ({names}) "
+            "belong to Lazy modules not materialised yet, so their sizes are unknown. Run one "
+            "forward pass with a real input (model(example_batch)) first"
+        )

@@ -16,15 +16,21 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from freeze_widgets.base.modules import preserved_modes
 from freeze_widgets.base.wording import first_line
-from freeze_widgets.data.loaders import labels_of, split_batch
+from freeze_widgets.data.loaders import class_labels, labels_of, split_batch
 
-__all__ = ["check_one_batch"]
+__all__ = ["check_one_batch", "require_finite_inputs"]
 
 _SAMPLE = 2  # eval mode makes one forward batch-independent; two items keep BatchNorm1d happy
 
 
-def check_one_batch(model: nn.Module, loader: DataLoader[Any], num_classes: int | None) -> None:
+def check_one_batch(
+    model: nn.Module, loader: DataLoader[Any], num_classes: int | None, *, new_head: bool = False
+) -> None:
     """Labels within ``num_classes`` and one forward pass on two items of the data.
+
+    With ``new_head`` (a head of ``num_classes`` outputs will replace the model's own), the
+    model's output size is not compared with ``num_classes``. Nothing is changed: the forward
+    runs in eval mode without gradients and every module's mode is put back.
 
     Raises:
         ValueError: labels outside ``[0, num_classes)``, or the model fails on the inputs or
@@ -41,7 +47,7 @@ def check_one_batch(model: nn.Module, loader: DataLoader[Any], num_classes: int 
             )
     sample = _sample_batch(loader)
     if sample is not None:
-        _forward_once(model, sample, num_classes)
+        _forward_once(model, sample, None if new_head else num_classes)
 
 
 def _sample_batch(loader: DataLoader[Any]) -> Any:
@@ -58,7 +64,9 @@ def _sample_batch(loader: DataLoader[Any]) -> Any:
 
 
 def _forward_once(model: nn.Module, batch: Any, num_classes: int | None) -> None:
-    x, _ = split_batch(batch)
+    x, y = split_batch(batch)
+    class_labels(y, num_classes, "the first items of the data")
+    require_finite_inputs(x, "the first items of the data")
     device = next(iter(model.parameters())).device
     try:
         with preserved_modes(model, eval_inside=True), torch.no_grad():
@@ -81,3 +89,25 @@ def _forward_once(model: nn.Module, batch: Any, num_classes: int | None) -> None
             "replaceable nn.Linear head was found: give the model a final nn.Linear or pass "
             f"num_classes={out.shape[1]}"
         )
+
+
+def require_finite_inputs(inputs: Any, where: str) -> None:
+    """Raise before a forward when a floating-point input holds NaN or inf.
+
+    A training-mode forward writes BatchNorm running statistics before any loss exists
+    (docs/design.md trap 24), so the inputs are checked first; one pass over them is cheap
+    next to the forward.
+    """
+    if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
+        return
+    finite = torch.isfinite(inputs)
+    if bool(finite.all()):
+        return
+    n_nan = int(torch.isnan(inputs).sum())
+    n_inf = int((~finite).sum()) - n_nan
+    first = tuple(int(i) for i in (~finite).nonzero()[0])
+    raise ValueError(
+        f"{where}: the inputs hold {n_nan} NaN and {n_inf} inf values (the first at index "
+        f"{first} of a {tuple(inputs.shape)} tensor); nothing was trained on them. Clean the "
+        "data (drop those items, or torch.nan_to_num) and run again"
+    )

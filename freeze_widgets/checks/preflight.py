@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import types
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from freeze_widgets.base.checks import require_module
 from freeze_widgets.base.modules import default_input_shape
+from freeze_widgets.base.wording import first_line
 from freeze_widgets.checks.findings import Finding
 from freeze_widgets.freezing.bn import bn_is_frozen, bn_state
 
@@ -50,7 +52,12 @@ def check_distributed(
       frozen ones, which then get no gradient (trap 14);
     * ``wrapped_before_freeze``: the model is already wrapped in DDP, so later ``requires_grad``
       changes are not seen (traps 8 and 11);
-    * ``unused_check_skipped``: check (a) could not run without ``example_inputs``.
+    * ``unused_check_skipped``: check (a) could not run (no inputs, the inputs do not fit, a
+      model that cannot be copied, SyncBatchNorm on CPU, ...): the finding says why;
+    * ``nothing_trainable``: every parameter is frozen, which DDP refuses to wrap;
+    * ``syncbn_check_skipped``: the conversion of check (c) could not run on a copy.
+
+    Nothing raises for what the model or the inputs do: each failure is a finding.
 
     Args:
         model: The model (or a DDP-wrapped model) with its freeze applied.
@@ -81,7 +88,9 @@ def check_distributed(
     if isinstance(model, DistributedDataParallel):
         findings.append(_wrapped_finding())
         model = model.module
-    if strategy == "ddp":
+    if not any(p.requires_grad for p in model.parameters()):
+        findings.append(_nothing_trainable(strategy))
+    elif strategy == "ddp":
         findings += _unused_trainable(model, example_inputs)
     if strategy == "fsdp1":
         findings += _fsdp1_mixed_units(model)
@@ -133,29 +142,102 @@ def _outputs_sum(out: Any) -> torch.Tensor | None:
     return torch.stack(kept).sum() if kept else None
 
 
+def _nothing_trainable(strategy: str) -> Finding:
+    refuses = (
+        "DistributedDataParallel refuses such a module"
+        if strategy == "ddp"
+        else "nothing would train"
+    )
+    return Finding(
+        "nothing_trainable",
+        "",
+        f"Every parameter is frozen: {refuses}.",
+        "Unfreeze what should train (unfreeze(model, 'fc')) before wrapping.",
+    )
+
+
+def _skipped(why: str, fix: str) -> Finding:
+    return Finding(
+        "unused_check_skipped",
+        "",
+        f"Could not check for trainable parameters without a gradient: {why}.",
+        fix,
+    )
+
+
+def _trial_run(model: nn.Module, inputs: Any, given: bool) -> tuple[nn.Module | None, Any]:
+    """A forward of a training-mode copy of ``model``: ``(copy, output)``, or the finding."""
+    try:
+        trial = copy.deepcopy(model)  # a train-mode forward changes BN statistics: the copy's
+    except Exception as exc:
+        return None, _skipped(
+            f"the model cannot be copied (copy.deepcopy failed: {first_line(exc, limit=160)}), "
+            "and the check runs only on a copy",
+            "Make the model deep-copyable, or check by hand that every trainable parameter "
+            "gets a gradient.",
+        )
+    trial.train()
+    for layer in trial.modules():
+        if isinstance(layer, nn.SyncBatchNorm):
+            # Local statistics: which parameters get a gradient does not depend on syncing,
+            # and SyncBatchNorm refuses CPU tensors inside a process group.
+            layer.forward = types.MethodType(_BatchNorm.forward, layer)  # type: ignore[method-assign]
+    try:
+        if isinstance(inputs, Mapping):
+            return trial, trial(**inputs)
+        if isinstance(inputs, tuple):
+            return trial, trial(*inputs)
+        return trial, trial(inputs)
+    except Exception as exc:
+        return None, _skipped(
+            f"one training-mode forward on {_describe(inputs, given)} failed with "
+            f"{first_line(exc, limit=200)}",
+            _forward_fix(exc, given),
+        )
+
+
+def _describe(inputs: Any, given: bool) -> str:
+    shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+    return f"example_inputs {shape}" if given else f"a default batch {shape}"
+
+
+def _forward_fix(exc: Exception, given: bool) -> str:
+    text = str(exc)
+    if "more than 1 value per channel" in text:
+        return "Pass example_inputs with at least 2 items: BatchNorm in training mode needs them."
+    if "SyncBatchNorm" in text or "process group" in text.lower():
+        return (
+            "Run the check on the model before convert_sync_batchnorm (SyncBatchNorm runs only "
+            "inside a process group, on GPU), or with sync_batchnorm=True on the plain model."
+        )
+    if given:
+        return "Pass example_inputs= as one batch the model takes (a tensor, a tuple or a dict)."
+    return "Pass example_inputs= (one batch: a tensor, a tuple or a dict of keyword inputs)."
+
+
 def _unused_trainable(model: nn.Module, example_inputs: Any) -> list[Finding]:
     inputs = example_inputs if example_inputs is not None else _default_inputs(model)
     if inputs is None:
         return [
-            Finding(
-                "unused_check_skipped",
-                "",
-                "Could not check for trainable parameters without a gradient: no example "
-                "inputs and the first layer is not a 3-channel Conv2d.",
+            _skipped(
+                "no example inputs and the first layer is not a 3-channel Conv2d",
                 "Pass example_inputs= (one batch: a tensor, a tuple or a dict of keyword inputs).",
             )
         ]
-    trial = copy.deepcopy(model)  # train-mode forward changes BN statistics: only the copy's
-    trial.train()
-    if isinstance(inputs, Mapping):
-        out = trial(**inputs)
-    elif isinstance(inputs, tuple):
-        out = trial(*inputs)
-    else:
-        out = trial(inputs)
+    trial, out = _trial_run(model, inputs, given=example_inputs is not None)
+    if trial is None:
+        return [out]
     loss = _outputs_sum(out)
     if loss is not None:
-        loss.backward()
+        try:
+            loss.backward()
+        except Exception as exc:
+            return [
+                _skipped(
+                    f"the backward failed with {first_line(exc, limit=200)}",
+                    _forward_fix(exc, True),
+                )
+            ]
     unused: dict[str, list[str]] = {}
     for name, p in trial.named_parameters():
         if p.requires_grad and p.grad is None:
@@ -228,7 +310,19 @@ def _syncbn_findings(model: nn.Module, *, convert: bool) -> list[Finding]:
     if not convert:
         return findings
     # Convert a copy and compare: whatever convert_sync_batchnorm does, this sees its effect.
-    converted = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
+    try:
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
+    except Exception as exc:
+        return [
+            *findings,
+            Finding(
+                "syncbn_check_skipped",
+                "",
+                "Could not check what convert_sync_batchnorm does to the frozen BatchNorm "
+                f"layers: converting a copy failed with {first_line(exc, limit=160)}.",
+                fix,
+            ),
+        ]
     for path, mod in model.named_modules():
         if not (isinstance(mod, _BatchNorm) and bn_is_frozen(mod) and bn_state(mod) != "train"):
             continue

@@ -11,7 +11,6 @@ nothing for a freeze state seen before).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,7 +19,7 @@ from torch import nn
 
 from freeze_widgets.base.checks import require_module
 from freeze_widgets.base.modules import default_input_shape
-from freeze_widgets.base.wording import format_bytes
+from freeze_widgets.base.wording import first_line, format_bytes
 from freeze_widgets.cost.meta_forward import (
     ForwardMemory,
     Inputs,
@@ -101,17 +100,30 @@ class CostEstimate:
                 line += f", {format_bytes(saved)} less than unfrozen"
             else:
                 line += ", the same as unfrozen"
+        if any(a.startswith("Could not estimate activations") for a in self.assumptions):
+            line += " (activations not included: see assumptions)"
         return line
 
     def __str__(self) -> str:
         return self.summary()
 
 
+def _stored_bytes(t: torch.Tensor, size: int) -> int:
+    """Bytes of ``t`` when floating tensors are held in a dtype of ``size`` bytes."""
+    return t.numel() * (size if t.is_floating_point() else t.element_size())
+
+
 def _states_per_element(optimizer: object) -> int:
+    """State tensors per trainable element; an instance's own settings add theirs."""
     if isinstance(optimizer, torch.optim.Optimizer):
         name = type(optimizer).__name__.lower()
+        options = optimizer.defaults
         if name == "sgd":
-            return 1 if optimizer.defaults.get("momentum", 0) else 0
+            return 1 if options.get("momentum", 0) else 0
+        if name in ("adam", "adamw"):
+            return 3 if options.get("amsgrad") else 2  # max_exp_avg_sq
+        if name == "rmsprop":  # square_avg, momentum_buffer, grad_avg
+            return 1 + int(bool(options.get("momentum", 0))) + int(bool(options.get("centered")))
         optimizer = name
     if not isinstance(optimizer, str):
         raise TypeError(
@@ -126,26 +138,15 @@ def _states_per_element(optimizer: object) -> int:
     return STATES_PER_ELEMENT[key]
 
 
+#: Images in the default batch: two, since a training-mode BatchNorm refuses one value per
+#: channel (a 1x1 feature map of a single image).
+DEFAULT_BATCH = 2
+
+
 def default_inputs(model: nn.Module) -> torch.Tensor | None:
     """Meta-device inputs by the package's one default rule (nothing is allocated)."""
-    shape = default_input_shape(model)
+    shape = default_input_shape(model, batch=DEFAULT_BATCH)
     return None if shape is None else torch.empty(shape, device="meta")
-
-
-def _is_meta(inputs: Inputs) -> bool:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.is_meta
-    values = inputs.values() if isinstance(inputs, dict) else inputs
-    return any(isinstance(v, torch.Tensor) and v.is_meta for v in values)
-
-
-def _cast(inputs: Inputs, dtype: torch.dtype) -> Inputs:
-    """Floating tensors in ``dtype`` (detached), everything else as given."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs.detach().to(dtype) if inputs.is_floating_point() else inputs
-    if isinstance(inputs, dict):
-        return {k: _cast(v, dtype) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-    return type(inputs)(_cast(v, dtype) if isinstance(v, torch.Tensor) else v for v in inputs)
 
 
 def _backward_share(work: list[tuple[int, bool]]) -> float:
@@ -176,8 +177,8 @@ class CostModel:
         model: The model; it is never run or changed (a meta-device copy is).
         example_inputs: A tensor, a tuple of positional inputs or a dict of keyword inputs
             (shapes and dtypes matter, values do not). None: a batch of 2 by the package's
-            default input rule (``base.modules.default_input_shape``: e.g. (2, 3, 224, 224)
-            for an image model), or no activations when it has none. False: no activations.
+            default input rule (``base.modules.default_input_shape``: images at the model's
+            own input size, or 224), or no activations when it has none. False: none.
         dtype: The training dtype of floating parameters, gradients, state and activations.
     """
 
@@ -189,10 +190,12 @@ class CostModel:
         if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
         self.assumptions: list[str] = []
+        self._default = False
         self._inputs: Inputs | None = self._pick_inputs(example_inputs)
         self._copy: nn.Module | None = None
         self._macs: list[ModuleMacs] = []
         self._saved: dict[tuple[bool, ...], ForwardMemory] = {}
+        self.activation_error: str | None = None
 
     def _pick_inputs(self, example_inputs: Inputs | bool | None) -> Inputs | None:
         if example_inputs is False:
@@ -206,8 +209,10 @@ class CostModel:
                     "whose first weighted layer is not a Conv or Linear layer."
                 )
             else:
-                shape = tuple(found.shape)
-                self.assumptions.append(f"Activations for a default input of shape {shape}.")
+                self.assumptions.append(
+                    f"Activations for a default input of shape {tuple(found.shape)}."
+                )
+            self._default = found is not None
             return found
         if not isinstance(example_inputs, (torch.Tensor, tuple, list, dict)):
             raise TypeError(
@@ -217,33 +222,47 @@ class CostModel:
         self.assumptions.append("Activations for the example inputs' batch as given.")
         return example_inputs
 
-    def _prepare(self) -> nn.Module:
-        if self._copy is None:
-            assert self._inputs is not None
+    def _prepare(self) -> nn.Module | None:
+        """The meta-device copy, or None when the meta forward cannot run this model.
+
+        Nothing real is ever run or copied: a model the meta device cannot trace (data-
+        dependent ops, inputs that do not fit) gets no activation estimate and a note saying
+        why, instead of a real forward on a real copy.
+        """
+        if self._copy is None and self._inputs is not None:
             try:
                 self._copy = meta_copy(self.model, self.dtype)
                 self._meta_inputs = to_meta(self._inputs, self.dtype)
                 self._macs = module_macs(self._copy, self._meta_inputs)
-                where = "on a meta-device copy"
-            except Exception:  # an op without a meta kernel: a real copy, on the given batch
-                if _is_meta(self._inputs):
-                    raise
-                self._copy = copy.deepcopy(self.model).to(self.dtype)
-                self._meta_inputs = _cast(self._inputs, self.dtype)
-                self._macs = module_macs(self._copy, self._meta_inputs)
-                where = "on a real copy (the meta device could not run this model)"
+            except Exception as exc:
+                self._give_up(exc)
+                return None
             self.assumptions.append(
                 "Activations are the tensors autograd saves in one training-mode forward, "
                 "and the total counts that forward's peak of live activations (saved so far "
-                f"plus transient feature maps), measured {where}."
+                "plus transient feature maps), measured on a meta-device copy."
             )
         return self._copy
 
-    def _sync_copy(self, requires_grad: dict[str, bool]) -> None:
+    def _give_up(self, exc: Exception) -> None:
+        """No activations from now on, with the reason and the way out in the assumptions."""
+        self._inputs, self._copy = None, None
+        way_out = (
+            "pass example_inputs (one batch the model takes)"
+            if self._default
+            else "check example_inputs, or pass example_inputs=False"
+        )
+        self.activation_error = f"{first_line(exc, limit=200)}; {way_out}"
+        self.assumptions.append(f"Could not estimate activations: {self.activation_error}.")
+
+    def _sync_copy(self, requires_grad: dict[str, bool]) -> nn.Module | None:
         twin = self._prepare()
+        if twin is None:
+            return None
         for name, p in twin.named_parameters():
             p.requires_grad_(requires_grad[name])
         twin.train()  # a training step; BatchNorm policies on the copy keep their layers in eval
+        return twin
 
     def activation_bytes(self, requires_grad: dict[str, bool] | None = None) -> int:
         """Saved-for-backward bytes for the model's current freeze (or the given flags)."""
@@ -256,8 +275,14 @@ class CostModel:
         flags = requires_grad or {n: p.requires_grad for n, p in self.model.named_parameters()}
         key = tuple(flags.values())
         if key not in self._saved:
-            self._sync_copy(flags)
-            self._saved[key] = forward_memory(self._copy, self._meta_inputs)  # type: ignore[arg-type]
+            twin = self._sync_copy(flags)
+            if twin is None:
+                return ForwardMemory(0, 0)
+            try:
+                self._saved[key] = forward_memory(twin, self._meta_inputs)
+            except Exception as exc:  # a branch only this freeze takes
+                self._give_up(exc)
+                return ForwardMemory(0, 0)
         return self._saved[key]
 
     def estimate(
@@ -272,12 +297,12 @@ class CostModel:
     def _estimate(self, states: int, activations: bool, *, unfrozen: bool) -> CostEstimate:
         size = self.dtype.itemsize
         params = list(self.model.parameters())  # de-duplicated: tied weights count once
-        trainable = sum(p.numel() for p in params if unfrozen or p.requires_grad)
-        weights = sum(p.numel() for p in params) * size
-        weights += sum(
-            b.numel() * (size if b.is_floating_point() else b.element_size())
-            for b in self.model.buffers()
+        # Integer/bool tensors (int8 weights, 4-bit packed storage, counters) keep their own
+        # element size; only floating ones train in ``dtype``. Only floating ones can train.
+        trainable = sum(
+            p.numel() for p in params if (unfrozen and p.is_floating_point()) or p.requires_grad
         )
+        weights = sum(_stored_bytes(t, size) for t in [*params, *self.model.buffers()])
         flags = {n: unfrozen or p.requires_grad for n, p in self.model.named_parameters()}
         act = self.forward_memory(flags) if activations else ForwardMemory(0, 0)
         share = 1.0 if unfrozen else self._share(activations)
@@ -296,8 +321,7 @@ class CostModel:
 
     def _share(self, measured: bool) -> float:
         """Backward share from Linear/Conv MACs, or by parameter elements without a forward."""
-        if measured and self._inputs is not None:
-            self._prepare()
+        if measured and self._inputs is not None and self._prepare() is not None:
             # The meta copy mirrors the real flags (synced by activation_bytes), but read the
             # real model so the answer never depends on call order.
             real = dict(self.model.named_modules())
@@ -324,8 +348,11 @@ def estimate_cost(
         optimizer: "adam", "adamw" (two states per trainable element), "sgd" (none),
             "sgd_momentum", "rmsprop", "adagrad" (one), or an optimizer instance.
         dtype: Training dtype of floating tensors.
-        example_inputs: One batch (tensor, positional tuple or keyword dict); None for the
-            default image batch where it applies, False to skip activations.
+        example_inputs: One batch (tensor, positional tuple or keyword dict); None for a
+            default batch of 2 images at the model's own input size (timm's
+            ``pretrained_cfg``, a transformers ``config.image_size``, else 224) where it
+            applies; False to skip activations. Activations are measured on a meta-device
+            copy only; when that cannot run, they are left out and the assumptions say why.
 
     Raises:
         TypeError / ValueError: a bad argument (named); nothing is changed.

@@ -18,6 +18,7 @@ from freeze_widgets.data.synthetic import synthetic_dataset
 
 __all__ = [
     "augment_batch",
+    "class_labels",
     "image_folder",
     "infer_num_classes",
     "labels_of",
@@ -27,26 +28,71 @@ __all__ = [
 
 
 def labels_of(dataset: Any) -> torch.Tensor | None:
-    """All labels of a map-style dataset if cheaply available (or small enough to read)."""
+    """All labels of a map-style dataset if cheaply available (or small enough to read).
+
+    Raises:
+        ValueError: the labels are fractional or negative (:func:`class_labels`).
+    """
     for attr in ("targets", "labels"):
         value = getattr(dataset, attr, None)
         if value is not None:
             try:
-                return torch.as_tensor(value).long()
-            except (TypeError, ValueError):
-                pass
+                found = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError):
+                continue
+            return class_labels(found, None, f"the dataset's {attr}")
     if isinstance(dataset, TensorDataset):
-        return dataset.tensors[-1].long()
+        return class_labels(dataset.tensors[-1], None, "the dataset's labels (its last tensor)")
     try:
         n = len(dataset)
     except TypeError:
         return None
     if n > 10_000:
         return None
-    try:
-        return torch.as_tensor([int(dataset[i][1]) for i in range(n)])
-    except (TypeError, ValueError, IndexError, KeyError):
+    try:  # float(), not int(): int(0.9) would hide a fractional label as class 0
+        read = torch.as_tensor([float(torch.as_tensor(dataset[i][1])) for i in range(n)])
+    except (TypeError, ValueError, IndexError, KeyError, RuntimeError):
         return None
+    return class_labels(read, None, "the dataset's labels")
+
+
+def class_labels(labels: Any, num_classes: int | None, where: str) -> torch.Tensor:
+    """``labels`` as int64 class indices, or a ValueError naming ``where`` and the way out.
+
+    Float labels are taken only when they are whole numbers (``2.0``): ``0.9`` would silently
+    become class 0. One-hot or soft labels (one row per input) are refused, not guessed at.
+    """
+    y = torch.as_tensor(labels)
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.dim() > 1:
+        raise ValueError(
+            f"{where}: the labels have shape {tuple(y.shape)}; finetune takes one class index "
+            "per input (0 .. num_classes-1). For one-hot or soft labels pass labels.argmax(1)"
+        )
+    if y.is_floating_point() or y.is_complex():
+        whole = (
+            y.is_floating_point() and bool(torch.isfinite(y).all()) and bool((y == y.round()).all())
+        )
+        if not whole:
+            sample = ", ".join(f"{float(v):g}" for v in y.reshape(-1)[:4].real)
+            raise ValueError(
+                f"{where}: the labels are fractional numbers ({sample}, ...); finetune takes "
+                "integer class indices, and truncating them would train on the wrong classes. "
+                "Pass labels as ints (e.g. labels.round().long() if that is what they mean)"
+            )
+    y = y.long()
+    if y.numel():
+        low, high = int(y.min()), int(y.max())
+        top = None if num_classes is None else num_classes - 1
+        if low < 0 or (top is not None and high > top):
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{where}: label {bad} is outside 0..{top if top is not None else 'N-1'} "
+                f"(num_classes={num_classes}); pass num_classes= covering every label, or fix "
+                "the data"
+            )
+    return y
 
 
 def infer_num_classes(dataset: Any) -> int | None:

@@ -16,6 +16,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +118,21 @@ def _failure_error(out: Path, returncode: int) -> DistributedRunError:
     )
 
 
-def launch(job: JobConfig, nproc: int, timeout_s: float) -> dict[str, Any]:
+def launch(
+    job: JobConfig, nproc: int, timeout_s: float, stop: threading.Event | None = None
+) -> dict[str, Any]:
     """Run ``job`` in ``nproc`` local workers; return rank 0's merged report as a dict.
 
+    Args:
+        job: The run.
+        nproc: Worker processes.
+        timeout_s: Every process is killed and an error raised after this many seconds.
+        stop: When set, every process is killed within a fraction of a second and an error
+            raised (a closed explorer must not leave workers running).
+
     Raises:
-        DistributedRunError: a worker failed or the run took longer than ``timeout_s``.
+        DistributedRunError: a worker failed, the run took longer than ``timeout_s``, or
+            ``stop`` was set (``cause`` is ``"timeout"`` / ``"stopped"`` for those two).
     """
     out = Path(job.out_dir)
     job_path = out / "job.json"
@@ -128,22 +140,16 @@ def launch(job: JobConfig, nproc: int, timeout_s: float) -> dict[str, Any]:
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH", "")])])
+    # torchelastic's own temporary folders (torchelastic_*, left behind by a killed run) go
+    # into the run's folder, never into the system's /tmp.
+    env["TMPDIR"] = str(out)
     cmd = [sys.executable, "-m", "freeze_widgets.distributed.agent", str(job_path), str(nproc)]
     with open(out / "launcher.out", "wb") as so, open(out / "launcher.err", "wb") as se:
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)
     try:
-        returncode = proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        reap(proc)
-        raise DistributedRunError(
-            f"the distributed run did not finish within timeout_s={timeout_s:g} s; all "
-            "workers were killed. Raise timeout_s or train fewer steps.",
-            rank=None,
-            cause="timeout",
-            log_tail=_log_tail(out),
-        ) from None
+        returncode = _wait(proc, timeout_s, stop, out)
     finally:
-        if proc.poll() is None:  # an interrupt (KeyboardInterrupt) while waiting
+        if proc.poll() is None:  # an interrupt (KeyboardInterrupt), a timeout or a stop
             reap(proc)
     leftovers = descendants(proc.pid)
     if leftovers:
@@ -152,3 +158,37 @@ def launch(job: JobConfig, nproc: int, timeout_s: float) -> dict[str, Any]:
         raise _failure_error(out, returncode)
     result: dict[str, Any] = json.loads((out / "result.json").read_text())
     return result
+
+
+_POLL_S = 0.2
+
+
+def _wait(
+    proc: subprocess.Popen[bytes], timeout_s: float, stop: threading.Event | None, out: Path
+) -> int:
+    """The launcher's exit code, or a DistributedRunError at the deadline or at ``stop``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return proc.wait(timeout=max(0.0, min(_POLL_S if stop else left, left)))
+        except subprocess.TimeoutExpired:
+            pass
+        if stop is not None and stop.is_set():
+            reap(proc)
+            raise DistributedRunError(
+                "the distributed run was stopped: all workers were killed, and the model was "
+                "left as it was before the run (a multi-process run keeps nothing part-way)",
+                rank=None,
+                cause="stopped",
+                log_tail=_log_tail(out),
+            )
+        if time.monotonic() >= deadline:
+            reap(proc)
+            raise DistributedRunError(
+                f"the distributed run did not finish within timeout_s={timeout_s:g} s; all "
+                "workers were killed. Raise timeout_s or train fewer steps.",
+                rank=None,
+                cause="timeout",
+                log_tail=_log_tail(out),
+            )

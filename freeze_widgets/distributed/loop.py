@@ -19,6 +19,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from freeze_widgets.checks.batch import require_finite_inputs
+from freeze_widgets.data.loaders import class_labels
 from freeze_widgets.distributed.data import build_dataset
 from freeze_widgets.distributed.job import JobConfig
 from freeze_widgets.distributed.rankcheck import RankCheck, Snapshot, full_tensors
@@ -92,10 +94,13 @@ class Trainer:
             sampler.set_epoch(epoch)
             self._unfreeze_due(epoch, opt)
             t_epoch, loss_sum, correct, seen = time.perf_counter(), 0.0, 0.0, 0
-            for x, y in loader:
+            for x, labels in loader:
                 if step >= total:
                     break
-                loss, acc, dt = self._step(x.to(self.device), y.to(self.device).long(), opt)
+                where = f"batch {step + 1} (epoch {epoch}) on rank {check.rank}"
+                y = class_labels(labels, job.num_classes, where)  # 0.9 is not silently class 0
+                require_finite_inputs(x, where)  # before BatchNorm statistics see them
+                loss, acc, dt = self._step(x.to(self.device), y.to(self.device), opt)
                 step += 1
                 if not math.isfinite(loss):
                     raise FloatingPointError(

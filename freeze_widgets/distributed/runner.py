@@ -7,6 +7,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from freeze_widgets.base.checks import require_module
+from freeze_widgets.checks.batch import check_one_batch
 from freeze_widgets.checks.preflight import STRATEGIES, check_distributed
+from freeze_widgets.data.loaders import make_loader
 from freeze_widgets.data.synthetic import DEFAULT_SYNTHETIC_CLASSES
 from freeze_widgets.distributed.job import JobConfig
 from freeze_widgets.distributed.launcher import launch
@@ -108,6 +111,26 @@ def _refuse_unused_trainable(model: nn.Module, data: Any, image_size: int) -> No
         )
 
 
+def _require_importable(model: nn.Module, data: Any) -> None:
+    """Worker processes unpickle by import: a class from a notebook cell or a function body
+    would fail there after the workers started (``Can't get attribute 'Local'``); say so now."""
+    classes: set[type] = {type(m) for m in model.modules()}
+    if isinstance(data, Dataset):
+        classes.add(type(data))
+    for cls in sorted(classes, key=lambda c: c.__qualname__):
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+            where = (
+                "a notebook cell or the main script"
+                if cls.__module__ == "__main__"
+                else ("a function body")
+            )
+            raise TypeError(
+                f"{cls.__qualname__} is defined in {where}, so the worker processes cannot "
+                "import it to unpickle the model or data: move the class into a .py module "
+                "next to the notebook and import it from there, or use nproc=1"
+            )
+
+
 def _save_model(model: nn.Module, path: Path) -> None:
     try:
         torch.save(model, path)
@@ -146,6 +169,7 @@ def finetune_distributed(
     timeout_s: float = 600.0,
     workdir: str | Path | None = None,
     keep_rank_states: bool = False,
+    stop: threading.Event | None = None,
 ) -> DistributedFineTuneReport:
     """Fine-tune ``model`` in ``nproc`` local processes (DDP or FSDP2) and verify every rank.
 
@@ -175,9 +199,13 @@ def finetune_distributed(
         timeout_s: Kill every worker and raise if the run takes longer.
         workdir: Keep the job's files (logs, ``state.pt``, ``result.json``) here.
         keep_rank_states: Each rank also saves its final full state as ``rank{r}.pt``.
+        stop: A ``threading.Event``; setting it kills every worker at once and raises
+            (``cause="stopped"``), leaving ``model`` as it was: a run in several processes
+            keeps nothing part-way.
 
     Raises:
-        DistributedRunError: a worker failed (its rank and exception are named) or timed out.
+        DistributedRunError: a worker failed (its rank and exception are named), timed out,
+            or ``stop`` was set.
         ValueError, TypeError: bad arguments, or (DDP) trainable parameters that get no
             gradient, before anything starts.
     """
@@ -194,6 +222,8 @@ def finetune_distributed(
     check_nproc(nproc)
     _check_strategy(strategy)
     timeout_s = require_positive_number(timeout_s, "timeout_s")
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise TypeError(f"stop must be a threading.Event or None; got {type(stop).__name__}")
     if isinstance(data, DataLoader):
         batch_size, data = data.batch_size or batch_size, data.dataset
     known_classes, n_items = _classes_and_size(data, image_size, synthetic_n)
@@ -209,6 +239,10 @@ def finetune_distributed(
     planned = plan_steps(epochs, steps, per_rank_batches).epochs
     head_path = head[0] if new_head and head is not None else None
     schedule = resolve_schedule(model, unfreeze_schedule, planned, new_head=head_path)
+    _require_importable(model, data)
+    if data is not None:  # what one process checks first, here in seconds, not in a worker
+        loader, _ = make_loader(data, batch_size=batch_size, image_size=image_size, seed=seed)
+        check_one_batch(model, loader, num_classes, new_head=new_head)
     if strategy == "ddp" and not isinstance(data, (str, Path)):
         _refuse_unused_trainable(model, data, image_size)
 
@@ -232,11 +266,12 @@ def finetune_distributed(
             model_file=str(out / "model.pt"),
             schedule=schedule,
             save_rank_states=keep_rank_states,
+            private_dir=workdir is None,
             timeout_s=float(timeout_s),
         )
         _save_model(model, out / "model.pt")
         t0 = time.perf_counter()
-        result = launch(job, nproc, timeout_s)
+        result = launch(job, nproc, timeout_s, stop)
         report = DistributedFineTuneReport.from_dict(result)
         report.launch_seconds = time.perf_counter() - t0
         state = torch.load(out / "state.pt", weights_only=True)

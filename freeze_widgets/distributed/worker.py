@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -29,15 +28,18 @@ from freeze_widgets.training.head import replace_head
 __all__ = ["run_from_file", "run_job"]
 
 
-def _init_process_group(timeout_s: float) -> tuple[torch.device, str]:
-    """Join the group torchrun described, or make a one-rank group when run alone."""
+def _init_process_group(timeout_s: float, out_dir: Path) -> tuple[torch.device, str]:
+    """Join the group torchrun described, or make a one-rank group when run alone.
+
+    The one-rank group's store file lives in the job's own folder, which the caller removes.
+    """
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     timeout = datetime.timedelta(seconds=max(30.0, timeout_s))
     if not dist.is_initialized():
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
             dist.init_process_group(backend, timeout=timeout)
         else:
-            store_file = Path(tempfile.mkdtemp(prefix="fw-store-")) / "store"
+            store_file = out_dir / "store"
             store = dist.FileStore(  # type: ignore[attr-defined]
                 str(store_file), 1
             )
@@ -127,7 +129,7 @@ def _final_state(model: nn.Module, strategy: str) -> dict[str, torch.Tensor]:
 
 def run_job(job: JobConfig) -> dict[str, Any] | None:
     """Run one rank of ``job``; rank 0 returns (and writes) the merged report as a dict."""
-    device, backend = _init_process_group(job.timeout_s)
+    device, backend = _init_process_group(job.timeout_s, Path(job.out_dir))
     rank, world = dist.get_rank(), dist.get_world_size()
     out = Path(job.out_dir)
     model = _load_model(job)

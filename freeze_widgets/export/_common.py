@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -135,6 +136,14 @@ def prepare_model(model: object, example_inputs: ExampleInputs) -> tuple[nn.Modu
         return module, notes
     params = list(inspect.signature(module.forward).parameters.values())
     var = next((p for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    if var is not None and isinstance(example_inputs, Mapping):
+        positional = {p.name for p in params if p.kind in _POSITIONAL}
+        loose = [k for k in example_inputs if k not in positional]
+        if loose:
+            raise ValueError(
+                f"forward(*{var.name}) takes its inputs by position, so example_inputs as a "
+                f"dict cannot say where {loose} go: pass a tuple in call order (or one tensor)"
+            )
     if var is None or not isinstance(example_inputs, torch.Tensor | tuple | list):
         return module, notes
     values = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
@@ -171,11 +180,11 @@ def run_export(
         raise TypeError(f"dynamic_batch must be True or False; got {type(dynamic_batch).__name__}")
     inputs = normalize_inputs(module, example_inputs)
     axes = resolve_batch_axes(inputs, check.batch_axes)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with preserved_modes(module, eval_inside=True):
         traced = trace_inputs(inputs, axes) if dynamic_batch else dict(inputs)
-        with torch.inference_mode():
-            n_outputs = len(flatten(module(**traced)))
+        n_outputs = _outputs_on(module, traced)  # before any folder or file is made
+        created = _first_missing(path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
         job = ExportJob(
             module,
             traced,
@@ -187,7 +196,12 @@ def run_export(
             source_model(module),
         )
         start = time.perf_counter()
-        written = converter.write(job)
+        try:
+            written = converter.write(job)
+        except BaseException:
+            if created is not None:  # the folder this call made, and only that
+                shutil.rmtree(created, ignore_errors=True)
+            raise
         export_seconds = time.perf_counter() - start
         report = _empty_report(job, written, export_seconds, check, notes)
         stage = ["reading the file back"]
@@ -199,23 +213,62 @@ def run_export(
     return report
 
 
+def _outputs_on(module: nn.Module, inputs: Mapping[str, Any]) -> int:
+    """How many tensors one forward on ``inputs`` returns; a failure is named, not raw."""
+    try:
+        with torch.inference_mode():
+            return len(flatten(module(**inputs)))
+    except Exception as exc:
+        shapes = {n: tuple(v.shape) for n, v in inputs.items() if isinstance(v, torch.Tensor)}
+        raise ValueError(
+            f"the model's forward failed on example_inputs {shapes}: "
+            f"{first_line(exc, limit=300)}. Nothing was written; check example_inputs (shapes, "
+            "dtypes) or bind the non-tensor arguments with bind(model, ...)"
+        ) from exc
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (None: all do)."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
 def _bound_batch_hint(job: ExportJob) -> str:
-    """What to do when bound tensors carry the traced batch size (they cannot follow it)."""
+    """What to do when bound tensors cannot follow the exported batch size.
+
+    A bound tensor with the traced batch size keeps it at every batch; one of size 1
+    broadcast against the batch (BERT's ``attention_mask=ones(1, L)``) can make the graph
+    index it at rows it does not have. Either way the fix is to make it an input.
+    """
     if not isinstance(job.model, BoundModule) or not job.dynamic_batch:
         return ""
     batch = batch_of(job.inputs, job.batch_axes)
-    fixed = [
-        name
-        for name, value in job.model.bound.items()
-        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch
-    ]
-    if not fixed or batch is None or batch < 2:
+    if batch is None or batch < 2:
         return ""
-    return (
-        f"; bound tensor(s) {fixed} have the batch size {batch} on axis 0 and keep it at every "
-        "batch: bind them with size 1 on that axis, pass them as inputs, or export with "
-        "dynamic_batch=False"
-    )
+    tensors = {
+        name: value
+        for name, value in job.model.bound.items()
+        if isinstance(value, torch.Tensor) and value.dim() > 0
+    }
+    fixed = [name for name, value in tensors.items() if value.shape[0] == batch]
+    if fixed:
+        return (
+            f"; bound tensor(s) {fixed} have the batch size {batch} on axis 0 and keep it at "
+            "every batch: bind them with size 1 on that axis, pass them as inputs, or export "
+            "with dynamic_batch=False"
+        )
+    broadcast = [name for name, value in tensors.items() if value.shape[0] == 1]
+    if broadcast:
+        return (
+            f"; bound tensor(s) {broadcast} have size 1 on axis 0 and are broadcast against the "
+            f"batch of {batch}, which the exported graph may not do at other batch sizes: pass "
+            "them in example_inputs instead of binding them, or export with dynamic_batch=False"
+        )
+    return ""
 
 
 def _empty_report(
@@ -342,8 +395,10 @@ def resolve_batch_axes(
         dims = tensors[name].dim() if name in tensors else 0
         if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
             raise TypeError(f"batch_axes[{name!r}] must be an int axis or None; got {axis!r}")
-        if axis is not None and not 0 <= axis < dims:
+        if axis is not None and not -dims <= axis < dims:
             raise ValueError(f"batch_axes[{name!r}] = {axis} but that input has {dims} dim(s)")
+        if axis is not None and axis < 0:  # -1 is the last axis, as in PyTorch
+            given[name] = axis + dims
     sizes = [int(v.shape[0]) for n, v in tensors.items() if n not in given]
     batch = max(sizes, default=None)
     return {

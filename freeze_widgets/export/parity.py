@@ -83,6 +83,7 @@ class Comparison:
     scale: float  # the smallest output scale, max |eager| of that output
     ok: bool
     too_small: bool
+    non_finite: bool = False  # the eager outputs hold NaN/inf: agreeing on them proves nothing
 
 
 _MISMATCH = Comparison(float("inf"), float("inf"), float("nan"), ok=False, too_small=False)
@@ -120,7 +121,7 @@ def compare(exported: Sequence[Any], eager: Sequence[torch.Tensor], tolerance: f
         return _MISMATCH
     max_abs = max_rel = 0.0
     min_scale = float("inf")
-    ok, too_small = True, False
+    ok, too_small, non_finite = True, False, False
     for got_raw, want_raw in zip(exported, eager, strict=True):
         want = want_raw.detach().cpu()
         got = torch.as_tensor(got_raw).cpu()
@@ -133,9 +134,11 @@ def compare(exported: Sequence[Any], eager: Sequence[torch.Tensor], tolerance: f
         max_abs, max_rel = max(max_abs, abs_err), max(max_rel, rel)
         min_scale = min(min_scale, scale)
         too_small = too_small or scale < floor
+        non_finite = non_finite or not bool(want.isfinite().all())
         ok = ok and nan_ok and rel <= tolerance
     min_scale = min_scale if min_scale != float("inf") else float("nan")
-    return Comparison(max_abs, max_rel, min_scale, ok and not too_small, too_small)
+    judged = not (too_small or non_finite)
+    return Comparison(max_abs, max_rel, min_scale, ok and judged, too_small, non_finite)
 
 
 def paired_median_ms(
@@ -199,7 +202,15 @@ def attach_parity(
         c, eager_ms, exported_ms = _parity_at(run, model, feed, report.tolerance, timing)
         results.append(
             ParityResult(
-                batch, c.max_abs, c.max_rel, c.ok, eager_ms, exported_ms, c.scale, c.too_small
+                batch,
+                c.max_abs,
+                c.max_rel,
+                c.ok,
+                eager_ms,
+                exported_ms,
+                c.scale,
+                c.too_small,
+                c.non_finite,
             )
         )
     report.parity = results

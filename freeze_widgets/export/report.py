@@ -27,6 +27,7 @@ class ParityResult:
     exported_ms: float
     scale: float = float("nan")  # max |eager| of the smallest output
     too_small: bool = False  # outputs too close to zero for any comparison to mean something
+    non_finite: bool = False  # the PyTorch outputs hold NaN/inf: nothing to compare against
 
 
 @dataclass
@@ -117,7 +118,12 @@ class ExportReport:
         """The parity verdict and the latency comparison at one batch size."""
         runtime = "onnxruntime" if self.exporter.startswith("onnx") else "torchscript"
         ratio = p.exported_ms / p.eager_ms if p.eager_ms > 0 else float("nan")
-        if p.too_small:
+        if p.non_finite:
+            verdict = (
+                "NOT JUDGEABLE: the PyTorch model's own outputs hold NaN or inf on these "
+                "inputs; find where (weights holding NaN, a division by zero) and export again"
+            )
+        elif p.too_small:
             verdict = (
                 f"TOO SMALL TO JUDGE: outputs at most {p.scale:.1e} in size "
                 f"(max abs {p.max_abs:.2e}); check with trained weights or real inputs"

@@ -115,6 +115,10 @@ class FrozenBatchNorm(nn.Module):
             )
         self.register_buffer("running_mean", bn.running_mean)
         self.register_buffer("running_var", bn.running_var)
+        # Kept (never updated) so state_dict has the plain layer's keys: a checkpoint of the
+        # unfrozen model loads strictly, and this one loads into an unfrozen model.
+        if bn.num_batches_tracked is not None:
+            self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
         # Kept out of the module registry so it shows neither in the tree nor in state_dict.
         object.__setattr__(self, "_original", bn)
 
@@ -221,10 +225,19 @@ def check_bn_policy_fits(bns: Mapping[str, nn.Module], bn: str) -> None:
 
     Raises:
         TypeError / ValueError: ``bn`` is not a policy.
-        ValueError: ``bn="frozen"`` for a layer without running statistics.
+        ValueError: ``bn="frozen"`` for a layer without running statistics, or for a
+            BatchNorm passed as the model itself (it has no parent to swap it in).
     """
     if check_bn_policy(bn) != "frozen":
         return
+    root = bns.get("")
+    if root is not None and swaps_when_frozen(root):
+        raise ValueError(
+            f'the model itself is a {type(root).__name__}: bn="frozen" replaces a BatchNorm '
+            "with a FrozenBatchNorm inside its parent, and the layer you passed has none. Use "
+            'bn="eval" (statistics fixed in place), FrozenBatchNorm(layer) for a frozen copy, '
+            "or freeze the model that contains it"
+        )
     for path, mod in bns.items():
         if isinstance(mod, _BatchNorm) and mod.running_mean is None:
             raise ValueError(

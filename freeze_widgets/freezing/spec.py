@@ -30,27 +30,48 @@ __all__ = ["FreezeSpec", "frozen_paths"]
 
 
 def frozen_paths(model: nn.Module) -> list[str]:
-    """Highest fully-frozen module paths, plus frozen parameters of partly-frozen modules."""
+    """Highest fully-frozen module paths, plus frozen parameters of partly-frozen modules.
+
+    Linear in the model's size and depth: each module's "holds a trainable / a frozen
+    parameter" flags are computed once, bottom-up, instead of re-walking every subtree, and
+    without recursion, so a 2,000-deep chain needs neither time nor a bigger stack.
+    """
     require_module(model)
+    order = _preorder(model)
+    flags: dict[int, tuple[bool, bool]] = {}  # id(module) -> (any trainable, any frozen)
+    for _, mod in reversed(order):
+        own = [p.requires_grad for p in mod.parameters(recurse=False)]
+        below = [flags[id(child)] for child in mod.children()]
+        flags[id(mod)] = (
+            any(own) or any(t for t, _ in below),
+            not all(own) or any(f for _, f in below),
+        )
     out: list[str] = []
-
-    def walk(path: str, mod: nn.Module) -> None:
-        ps = list(mod.parameters())
-        frozen = sum(1 for p in ps if not p.requires_grad)
-        if not ps or frozen == 0:
-            return
-        if frozen == len(ps):
+    stack = [("", model)]
+    while stack:
+        path, mod = stack.pop()
+        trainable, frozen = flags[id(mod)]
+        if not frozen:
+            continue
+        if not trainable:
             out.append(path)
-            return
+            continue
         prefix = f"{path}." if path else ""
-        for name, p in mod.named_parameters(recurse=False):
-            if not p.requires_grad:
-                out.append(prefix + name)
-        for name, child in mod.named_children():
-            walk(prefix + name, child)
-
-    walk("", model)
+        out += [prefix + n for n, p in mod.named_parameters(recurse=False) if not p.requires_grad]
+        stack += [(prefix + n, c) for n, c in reversed(list(mod.named_children()))]
     return out
+
+
+def _preorder(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(path, module)`` parents before children, iteratively (no recursion limit)."""
+    order: list[tuple[str, nn.Module]] = []
+    stack = [("", model)]
+    while stack:
+        path, mod = stack.pop()
+        order.append((path, mod))
+        prefix = f"{path}." if path else ""
+        stack += [(prefix + n, c) for n, c in reversed(list(mod.named_children()))]
+    return order
 
 
 def _check_bn(bn: object, argument: str) -> str:
@@ -84,9 +105,6 @@ def _policy_in_force(model: nn.Module) -> str:
     return next(iter(policies), "eval")
 
 
-_SPEC_VERSION = 2
-
-
 def _check_lr_mult(value: object) -> tuple[tuple[str, float], ...]:
     """Multipliers as sorted (path, number >= 0) pairs, from a dict or pairs."""
     if isinstance(value, dict):
@@ -112,15 +130,55 @@ def _peer_frozen_batchnorms(model: nn.Module, paths: list[str]) -> list[str]:
     """Parameterless frozen BatchNorm layers (timm's ``FrozenBatchNorm2d``) not under ``paths``.
 
     Their weight and bias became buffers, so ``frozen_paths`` cannot see them; without them a
-    spec applied to a fresh copy would leave those layers training.
+    spec applied to a fresh copy would leave those layers training. One iterative walk
+    (``_preorder``), and a set lookup per ancestor, so deep models stay linear.
     """
-    return [
-        path
-        for path, mod in model.named_modules()
-        if path
-        and peer_frozen_bn(mod)
-        and not any(p in ("", path) or path.startswith(p + ".") for p in paths)
-    ]
+    covered = set(paths)
+    if "" in covered:
+        return []
+    found = []
+    for path, mod in _preorder(model)[1:]:
+        if peer_frozen_bn(mod):
+            parts = path.split(".")
+            if not any(".".join(parts[:k]) in covered for k in range(1, len(parts) + 1)):
+                found.append(path)
+    return found
+
+
+_FORMAT = "freeze_widgets.FreezeSpec"
+# Version 1 has no learning-rate multipliers (older readers load it); 2 adds "lr_mult".
+_VERSION = 2
+_KEYS = ("format", "version", "frozen", "bn", "lr_mult")
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (``json`` would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f'not a FreezeSpec: the key "{key}" appears twice; keep one')
+        out[key] = value
+    return out
+
+
+def _check_header(data: dict[str, Any]) -> None:
+    """``format`` and ``version`` (when given) are this format's; no unknown keys."""
+    unknown = [k for k in data if k not in _KEYS]
+    if unknown:
+        raise ValueError(
+            f"not a FreezeSpec: unknown key(s) {', '.join(map(repr, unknown))}; a spec has "
+            f"{', '.join(map(repr, _KEYS))}"
+        )
+    if data.get("format", _FORMAT) != _FORMAT:
+        raise ValueError(f"not a FreezeSpec: format is {data['format']!r}, expected {_FORMAT!r}")
+    version = data.get("version", _VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"not a FreezeSpec: version must be a positive int; got {version!r}")
+    if version > _VERSION:
+        raise ValueError(
+            f"this FreezeSpec is version {version}, written by a newer freeze_widgets; this one "
+            f"reads version {_VERSION}: upgrade freeze_widgets to read it"
+        )
 
 
 @dataclass(frozen=True)
@@ -185,8 +243,8 @@ class FreezeSpec:
     def to_json(self) -> str:
         """JSON; version 1 without multipliers (older readers load it), 2 with ``lr_mult``."""
         doc: dict[str, Any] = {
-            "format": "freeze_widgets.FreezeSpec",
-            "version": 2 if self.lr_mult else 1,
+            "format": _FORMAT,
+            "version": _VERSION if self.lr_mult else 1,
             "frozen": list(self.frozen),
             "bn": self.bn,
         }
@@ -196,7 +254,11 @@ class FreezeSpec:
 
     @classmethod
     def from_json(cls, text: str) -> FreezeSpec:
-        """Parse :meth:`to_json` output.
+        """Parse :meth:`to_json` output, strictly: a document that could mean two things is refused.
+
+        ``format`` and ``version`` may be left out (a hand-written spec), but when present they
+        must be this format and a version this release reads; a repeated key (JSON keeps the
+        last one silently), an unknown key and a nesting too deep to parse are errors.
 
         Raises:
             TypeError: ``text`` is not a string.
@@ -205,23 +267,20 @@ class FreezeSpec:
         if not isinstance(text, (str, bytes)):
             raise TypeError(f"text must be a JSON string; got {type(text).__name__}")
         try:
-            data: Any = json.loads(text)
+            data: Any = json.loads(text, object_pairs_hook=_no_repeated_keys)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not a FreezeSpec: invalid JSON ({exc})") from None
+        except RecursionError:
+            raise ValueError("not a FreezeSpec: the JSON is nested too deeply to read") from None
         if not isinstance(data, dict) or "frozen" not in data:
             raise ValueError(
                 'not a FreezeSpec: expected a JSON object with a "frozen" list of paths '
                 "(as written by FreezeSpec.to_json())"
             )
+        _check_header(data)
         frozen = data["frozen"]
         if not isinstance(frozen, list) or not all(isinstance(p, str) for p in frozen):
             raise ValueError('not a FreezeSpec: "frozen" must be a list of path strings')
-        version = data.get("version", 1)
-        if not isinstance(version, int) or version > _SPEC_VERSION:
-            raise ValueError(
-                f"FreezeSpec format version {version!r} is newer than this freeze_widgets reads "
-                f"(up to {_SPEC_VERSION}); upgrade freeze_widgets"
-            )
         bn = _check_bn(data.get("bn", "eval"), "not a FreezeSpec")
         try:
             return cls(tuple(frozen), bn, _check_lr_mult(data.get("lr_mult", {})))

@@ -14,6 +14,7 @@ What it gets right (docs/design.md, traps 1-3):
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,9 +29,10 @@ from torch.utils.data import DataLoader
 from freeze_widgets.base.checks import require_materialized, require_module
 from freeze_widgets.base.modules import module_modes
 from freeze_widgets.checks.audit import audit_optimizer
-from freeze_widgets.checks.batch import check_one_batch
+from freeze_widgets.checks.batch import check_one_batch, require_finite_inputs
 from freeze_widgets.data.loaders import (
     augment_batch,
+    class_labels,
     infer_num_classes,
     make_loader,
     split_batch,
@@ -114,26 +116,42 @@ def finetune_one_process(
 
     report = FineTuneReport(num_classes=num_classes, optimizer=options.optimizer, lr=options.lr)
     modes = module_modes(model)
-    with all_or_nothing(model):
-        if num_classes is not None:
-            report.head_replaced = replace_head(model, num_classes, options.seed)
-        check_one_batch(model, loader, num_classes)
-        # Resolved again now: a replaced head is trainable and must not count as a frozen group.
-        schedule = resolve_schedule(model, unfreeze_schedule, plan.epochs)
-        if options.bn is not None:
-            set_bn_policy(model, options.bn)
-        optimizer = _optimizer_for(model, options.optimizer, options.lr, groups_args)
-    report.bn_policy = _report_bn_policy(model)
-    run = _Run(
-        model=model,
-        loader=loader,
-        optimizer=optimizer,
-        report=report,
-        schedule=schedule_rates(model, unfreeze_schedule, schedule, options.lr),
-        options=_Options(options, callback, stop, augment, cache_features, unfreeze_schedule),
-        plan=plan,
-    )
-    return _train_and_verify(run, modes)
+    # All or nothing for the whole run, training included (trap 24): a failure at any step
+    # (an exception, a bad batch, a NaN loss, KeyboardInterrupt) puts back every weight,
+    # buffer, head, mode and requires_grad. A stop (callback False, ``stop`` set) is not one.
+    try:
+        with all_or_nothing(model, values=True):
+            if num_classes is not None:
+                report.head_replaced = replace_head(model, num_classes, options.seed)
+            check_one_batch(model, loader, num_classes)
+            # Resolved again now: a replaced head is trainable and must not count as frozen.
+            schedule = resolve_schedule(model, unfreeze_schedule, plan.epochs)
+            if options.bn is not None:
+                set_bn_policy(model, options.bn)
+            report.bn_policy = _report_bn_policy(model)
+            run = _Run(
+                model=model,
+                loader=loader,
+                optimizer=_optimizer_for(model, options.optimizer, options.lr, groups_args),
+                report=report,
+                schedule=schedule_rates(model, unfreeze_schedule, schedule, options.lr),
+                options=_Options(
+                    options, callback, stop, augment, cache_features, unfreeze_schedule
+                ),
+                plan=plan,
+            )
+            return _train_and_verify(run, modes)
+    except BaseException as exc:
+        if sys.version_info >= (3, 11):  # notes print under the message from 3.11 on
+            exc.add_note(RESTORED_NOTE)
+        raise
+
+
+#: Added to every error out of a fine-tune: nothing the failed run did was kept.
+RESTORED_NOTE = (
+    "finetune: the model was restored exactly as it was before the call (weights, buffers, "
+    "head, modes, requires_grad)"
+)
 
 
 @dataclass(frozen=True)
@@ -303,7 +321,10 @@ def _run_epoch(run: _Run, epoch: int) -> None:
 def _step(run: _Run, batch: Any, epoch: int) -> tuple[float, float, int]:
     """One optimizer step on ``batch``; returns its loss, accuracy and size."""
     x, y = split_batch(batch)
-    x, y = x.to(run.device, non_blocking=True), y.to(run.device).long()
+    where = f"batch {run.step + 1} (epoch {epoch})"
+    y = class_labels(y, run.report.num_classes, where)
+    require_finite_inputs(x, where)  # before the train-mode forward writes BatchNorm statistics
+    x, y = x.to(run.device, non_blocking=True), y.to(run.device)
     if not run.prefix.checked:
         run.prefix.check(run.model, x)
         run.report.frozen_prefix = run.prefix.frozen_names
@@ -311,6 +332,8 @@ def _step(run: _Run, batch: Any, epoch: int) -> tuple[float, float, int]:
         x = augment_batch(x, run.augment_gen)
     t0 = time.perf_counter()
     out = run.prefix.forward(run.model, x, y)
+    if run.report.num_classes is None and out.dim() == 2:  # the head's size is the only bound
+        class_labels(y, int(out.shape[1]), where)
     loss = F.cross_entropy(out, y)
     loss_value = float(loss.detach())
     if not math.isfinite(loss_value):
@@ -361,7 +384,7 @@ def _non_finite(run: _Run, loss_value: float, epoch: int) -> NonFiniteLossError:
     kind = "nan" if math.isnan(loss_value) else "infinite"
     run.report.error = (
         f"loss became {kind} at step {run.step + 1} (epoch {epoch}); try a lower lr "
-        f"(lr={run.options.lr:g})"
+        f"(lr={run.options.lr:g}); the model was restored as it was before finetune"
     )
     return NonFiniteLossError(run.report.error, run.report)
 

@@ -192,7 +192,15 @@ class FineTuneReport(TrainingCurves):
             )
             lines[0] += f"; final loss {self.final_loss:.4g}{acc}"
         if self.stopped_early:
-            lines.append(f"stopped early: {self.stop_reason}")
+            lines.append(
+                f"stopped early ({self.stop_reason}) after {self.steps} of {self.total_steps} "
+                "steps: "
+                + (
+                    "the model keeps what was trained"
+                    if self.error is None
+                    else "the run failed and the model was restored as it was before it"
+                )
+            )
         if self.head_replaced:
             lines.append(f"head {self.head_replaced}")
         lines += [

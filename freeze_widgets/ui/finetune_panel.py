@@ -383,9 +383,9 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             options = self._options()
             if "nproc" in options:
                 self.preflight.value = findings_html(check_distributed(model, "ddp"))
-                # Worker processes report no steps back and cannot be stopped mid-run.
+                # Worker processes report no steps back; Stop (or closing) kills them at once.
                 self.eta.value = f"running in {options['nproc']} processes (no live progress)..."
-                report = finetune(model, self._data, **options)
+                report = finetune(model, self._data, stop=self._stop, **options)
             else:
                 report = finetune(
                     model, self._data, callback=self._on_step, stop=self._stop, **options
