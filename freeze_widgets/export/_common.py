@@ -22,6 +22,7 @@ from torch import nn
 from freeze_widgets.base.modules import named_parameters_of, preserved_modes
 from freeze_widgets.base.wording import first_line
 from freeze_widgets.export.binding import BoundModule, PositionalInputs, unwrap_model
+from freeze_widgets.export.defaults import unexportable_output
 from freeze_widgets.export.parity import (
     BatchAxes,
     Runner,
@@ -175,7 +176,12 @@ def run_export(
     with preserved_modes(module, eval_inside=True):
         traced = trace_inputs(inputs, axes) if dynamic_batch else dict(inputs)
         with torch.inference_mode():
-            n_outputs = len(flatten(module(**traced)))
+            example_output = module(**traced)
+        source = source_model(module)
+        problem = unexportable_output(example_output, inspect.signature(source.forward))
+        if problem is not None:  # before any exporter prints a page about pytrees
+            raise ValueError(problem)
+        n_outputs = len(flatten(example_output))
         job = ExportJob(
             module,
             traced,
@@ -184,7 +190,7 @@ def run_export(
             output_names(n_outputs),
             dynamic_batch,
             axes,
-            source_model(module),
+            source,
         )
         start = time.perf_counter()
         written = converter.write(job)
