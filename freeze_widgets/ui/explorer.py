@@ -74,6 +74,8 @@ class FreezeExplorer(widgets.VBox):
         title: Header title (default: the model's class name).
         spec_path: Default file for saving and loading the freeze spec.
         model_name: The name the model was loaded by (says where its weights file goes).
+        data: What the demo fine-tune trains on (a Dataset, a DataLoader, ``"digits"`` or an
+            ImageFolder path); None: synthetic shapes, or what is typed in its data field.
 
     Example:
         >>> from torchvision.models import resnet18
@@ -90,6 +92,7 @@ class FreezeExplorer(widgets.VBox):
         title: str | None = None,
         spec_path: str = "freeze_spec.json",
         model_name: str | None = None,
+        data: Any = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -115,6 +118,7 @@ class FreezeExplorer(widgets.VBox):
             on_finetune_finished=self._on_finetune_finished,
             get_bn_policy=lambda: self.bn_policy,
             meta=on_meta_device(model),
+            data=data,
         )
         self.open_finetune = self.panels.open_finetune
         self.open_export = self.panels.open_export
