@@ -26,7 +26,7 @@ from freeze_widgets.ui.header import Header, weights_notice
 from freeze_widgets.ui.lifecycle import close_widget_tree, current_cell_id, remember, take_previous
 from freeze_widgets.ui.messages import MessageArea
 from freeze_widgets.ui.panels_host import PanelsHost
-from freeze_widgets.ui.payload import filter_visible
+from freeze_widgets.ui.payload import filter_visible, trainable_visible
 from freeze_widgets.ui.toolbar import Toolbar
 from freeze_widgets.ui.tree_widget import TreeWidget
 
@@ -136,6 +136,7 @@ class FreezeExplorer(widgets.VBox):
         self.tree_view.on("freeze_to", self._on_freeze_to)
         tb = self.toolbar
         tb.filter.observe(self._on_filter, names="value")
+        tb.trainable_only.observe(lambda _c: self._on_filter({"new": tb.filter.value}), "value")
         tb.expand.on_click(lambda _b: self.tree_view.expand_all(True))
         tb.collapse.on_click(lambda _b: self.tree_view.expand_all(False))
         tb.freeze_all.on_click(lambda _b: self._on_tick({"path": "", "frozen": True}))
@@ -268,9 +269,16 @@ class FreezeExplorer(widgets.VBox):
 
     def _show_filter(self, text: str) -> None:
         visible = filter_visible(self.tree, text)
+        if self.toolbar.trainable_only.value:
+            trains = set(trainable_visible(self.tree))
+            visible = sorted(trains if visible is None else trains.intersection(visible))
         self.tree_view.show_only(visible)
         no_match = visible is not None and len(visible) <= 1
-        self.tree_view.note = f"No module matches {text.strip()!r}" if no_match else ""
+        only = "trainable " if self.toolbar.trainable_only.value else ""
+        note = f"No {only}module matches {text.strip()!r}" if text.strip() else ""
+        self.tree_view.note = (
+            (note or "Nothing trains: every parameter is frozen") if no_match else ""
+        )
 
     # ------------------------------------------------------------------ busy state
 

@@ -11,9 +11,19 @@ import fnmatch
 from collections.abc import Iterable
 from typing import Any
 
-from freeze_widgets.tree import ModuleTree, Node
+from torch import nn
 
-__all__ = ["delta_rows", "filter_visible", "node_record", "tree_payload"]
+from freeze_widgets.tree import ModuleTree, Node
+from freeze_widgets.ui.adapters import adapter_label, is_adapter
+
+__all__ = [
+    "delta_rows",
+    "filter_visible",
+    "glob_matches",
+    "node_record",
+    "trainable_visible",
+    "tree_payload",
+]
 
 
 def node_record(node: Node) -> dict[str, Any]:
@@ -40,8 +50,24 @@ def node_record(node: Node) -> dict[str, Any]:
 
 
 def tree_payload(tree: ModuleTree) -> list[dict[str, Any]]:
-    """The whole tree, one record per node, in pre-order."""
-    return [node_record(node) for node in tree.nodes]
+    """The whole tree, one record per node, in pre-order.
+
+    An adapter layer's record carries ``ad`` (its label: method, rank, alpha); its children
+    without parameters (PEFT's empty bookkeeping) carry ``hd`` and are folded out of view.
+    """
+    records = [node_record(node) for node in tree.nodes]
+    modules: dict[str, nn.Module] = dict(tree.model.named_modules())
+    for node in tree.nodes:
+        module = modules.get(node.path) if node.kind == "module" else None
+        if module is None or not is_adapter(module):
+            continue
+        label = adapter_label(module)
+        if label is not None:
+            records[node.index]["ad"] = label
+        for child in node.children:
+            if tree.nodes[child].total == 0:
+                records[child]["hd"] = 1
+    return records
 
 
 def delta_rows(nodes: Iterable[Node]) -> list[list[Any]]:
@@ -49,11 +75,31 @@ def delta_rows(nodes: Iterable[Node]) -> list[list[Any]]:
     return [[n.index, n.trainable, n.total, n.type_name, n.state] for n in nodes]
 
 
+def _with_ancestors(tree: ModuleTree, matched: Iterable[int]) -> list[int]:
+    keep: set[int] = {0}
+    for index in matched:
+        i: int | None = index
+        while i is not None and i not in keep:
+            keep.add(i)
+            i = tree.nodes[i].parent
+    return sorted(keep)
+
+
+def trainable_visible(tree: ModuleTree) -> list[int]:
+    """The "trainable only" view: leaves and parameters that train, with their ancestors.
+
+    How users find what trains in a large model with adapters: the frozen bulk disappears.
+    """
+    return _with_ancestors(
+        tree, (n.index for n in tree.nodes if n.trainable and not n.children and n.index)
+    )
+
+
 def filter_visible(tree: ModuleTree, text: str) -> list[int] | None:
     """Indices of nodes whose path matches ``text``, with their ancestors; None when no filter.
 
     Text matches as a case-insensitive substring of the path or type; text with ``*``, ``?`` or
-    ``[`` also matches as a glob over the path (the same patterns :func:`freeze` takes), so a
+    ``[`` also matches as a glob over the path or any dotted suffix of it, so a
     name that itself holds such characters (``ModuleDict`` key ``r[1]``) is still found.
     """
     text = text.strip()
@@ -65,15 +111,16 @@ def filter_visible(tree: ModuleTree, text: str) -> list[int] | None:
     def match(node: Node) -> bool:
         if needle in node.path.lower() or needle in node.type_name.lower():
             return True
-        return is_glob and fnmatch.fnmatchcase(node.path, text)
+        return is_glob and glob_matches(node.path, text)
 
-    keep: set[int] = set()
-    for node in tree.nodes:
-        if node.index == 0 or not match(node):
-            continue
-        i: int | None = node.index
-        while i is not None and i not in keep:
-            keep.add(i)
-            i = tree.nodes[i].parent
-    keep.add(0)
-    return sorted(keep)
+    return _with_ancestors(tree, (n.index for n in tree.nodes if n.index and match(n)))
+
+
+def glob_matches(path: str, pattern: str) -> bool:
+    """A glob matched against the path or any of its dotted suffixes, as users type it.
+
+    ``layers.7*`` finds ``model.layers.7`` and ``model.layers.7.mlp`` without a leading
+    ``*.``; the whole path is one of the suffixes, so ``model.layers.*`` still works.
+    """
+    parts = path.split(".")
+    return any(fnmatch.fnmatchcase(".".join(parts[i:]), pattern) for i in range(len(parts)))
