@@ -26,6 +26,7 @@ from freeze_widgets.export.defaults import unexportable_output
 from freeze_widgets.export.parity import (
     BatchAxes,
     Runner,
+    Timing,
     attach_parity,
     batch_of,
     default_batches,
@@ -80,6 +81,12 @@ class Converter(Protocol):
     def load(self, job: ExportJob, written: Written) -> Loaded: ...
 
 
+TIMING_CHOICES = ("quick", "thorough", "off")
+# The quick timing spends at most this share of the export's own time on latency figures, so
+# an export with its default verification costs about 1.3x a plain torch.onnx.export.
+_QUICK_TIMING_SHARE = 0.1
+
+
 @dataclass(frozen=True)
 class VerifyOptions:
     """How the exported model is compared with PyTorch eager."""
@@ -90,8 +97,13 @@ class VerifyOptions:
     timing_runs: int
     warmup: int
     batch_axes: Mapping[str, int | None] | None = None
+    timing: str = "quick"  # "quick" (budgeted), "thorough" (every run) or "off"
 
     def __post_init__(self) -> None:
+        if self.timing not in TIMING_CHOICES:
+            raise ValueError(
+                f"timing must be one of {', '.join(map(repr, TIMING_CHOICES))}; got {self.timing!r}"
+            )
         if not isinstance(self.verify, bool):
             raise TypeError(f"verify must be True or False; got {type(self.verify).__name__}")
         if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, int | float):
@@ -277,10 +289,22 @@ def _check_and_verify(
         stage.append("comparing with PyTorch eager")
         trace_batch = batch_of(job.inputs, job.batch_axes)
         batches = check.batches or default_batches(trace_batch, job.dynamic_batch)
-        timing = (check.timing_runs, check.warmup)
+        timing = _timing(check, report.export_seconds, len(batches))
         attach_parity(
             report, loaded.make_runner(), job.model, inputs, job.batch_axes, batches, timing
         )
+
+
+def _timing(check: VerifyOptions, export_seconds: float, n_batches: int) -> Timing:
+    """The latency plan: budgeted blocks by default, every run when thorough, none when off."""
+    if check.timing == "off":
+        return Timing(0, 0)
+    if check.timing == "thorough":
+        return Timing(check.timing_runs, check.warmup)
+    blocks = 2 * max(n_batches, 1)  # one per engine and batch size
+    budget = max(_QUICK_TIMING_SHARE * export_seconds / blocks, 0.01)
+    # No extra warm-up: the parity check has just run both engines on the same feed.
+    return Timing(check.timing_runs, 0, budget)
 
 
 def input_param_names(model: nn.Module) -> list[str]:

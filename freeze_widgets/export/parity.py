@@ -138,24 +138,38 @@ def compare(exported: Sequence[Any], eager: Sequence[torch.Tensor], tolerance: f
     return Comparison(max_abs, max_rel, min_scale, ok and not too_small, too_small)
 
 
-def paired_median_ms(
-    first: Callable[[], Any], second: Callable[[], Any], runs: int, warmup: int
-) -> tuple[float, float]:
-    """Median milliseconds of two callables, timed alternately.
+@dataclass(frozen=True)
+class Timing:
+    """How latency is timed: ``runs`` per engine after ``warmup``, each engine in its own block.
 
-    Alternating run by run means both see the same machine load, so their ratio holds up
-    on a busy machine better than timing one block after the other.
+    ``budget_s`` caps each block (after at least one run) so the default verification stays cheap
+    next to the export; None times all ``runs`` (the thorough choice). ``runs == 0``: no timing.
+    The parity check's own call on the same feed comes first, so ``warmup`` may be 0.
     """
-    for _ in range(warmup):
-        first()
-        second()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(max(runs, 1)):
-        for fn, bucket in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            fn()
-            bucket.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times[0]), statistics.median(times[1])
+
+    runs: int
+    warmup: int
+    budget_s: float | None = None
+
+
+def block_median_ms(fn: Callable[[], Any], timing: Timing) -> tuple[float, int]:
+    """(median ms, runs timed) of ``fn`` called in one block after its warm-up.
+
+    One engine at a time: alternating eager and onnxruntime runs while onnxruntime's threads
+    spin-wait slows the eager side 3-40x on a small machine (docs/design.md, trap 25).
+    """
+    for _ in range(timing.warmup):
+        fn()
+    times: list[float] = []
+    block = time.perf_counter()
+    while len(times) < max(timing.runs, 1):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+        spent = time.perf_counter() - block
+        if timing.budget_s is not None and spent > timing.budget_s:
+            break
+    return statistics.median(times), len(times)
 
 
 def _parity_at(
@@ -163,19 +177,22 @@ def _parity_at(
     model: nn.Module,
     feed: Mapping[str, Any],
     tolerance: float,
-    timing: tuple[int, int],
-) -> tuple[Comparison, float, float]:
-    """(comparison, eager ms, exported ms) of one feed."""
+    timing: Timing,
+) -> tuple[Comparison, float, float, int]:
+    """(comparison, eager ms, exported ms, runs timed) of one feed; NaN ms when not timed."""
     with torch.inference_mode():
         eager = flatten(model(**feed))
     comparison = compare(run(feed), eager, tolerance)
+    if timing.runs == 0:
+        return comparison, float("nan"), float("nan"), 0
 
     def eager_call() -> Any:
         with torch.inference_mode():
             return model(**feed)
 
-    eager_ms, exported_ms = paired_median_ms(eager_call, lambda: run(feed), *timing)
-    return comparison, eager_ms, exported_ms
+    eager_ms, n = block_median_ms(eager_call, timing)
+    exported_ms, m = block_median_ms(lambda: run(feed), timing)
+    return comparison, eager_ms, exported_ms, min(n, m)
 
 
 def attach_parity(
@@ -185,21 +202,21 @@ def attach_parity(
     inputs: Mapping[str, Any],
     axes: BatchAxes,
     batches: Sequence[int],
-    timing: tuple[int, int],
+    timing: Timing,
 ) -> None:
     """Compare the exported ``run`` with eager ``model`` on fresh inputs at each batch size.
 
-    Fills ``report.parity`` (with median latencies; ``timing`` is (runs, warmup)) and marks
-    the report verified.
+    Fills ``report.parity`` (with median latencies, each engine timed in its own block) and
+    marks the report verified.
     """
     generator = torch.Generator().manual_seed(0)
     results = []
     for batch in batches:
         feed = resize_batch(inputs, axes, batch, generator)
-        c, eager_ms, exported_ms = _parity_at(run, model, feed, report.tolerance, timing)
+        c, eager_ms, exported_ms, runs = _parity_at(run, model, feed, report.tolerance, timing)
         results.append(
             ParityResult(
-                batch, c.max_abs, c.max_rel, c.ok, eager_ms, exported_ms, c.scale, c.too_small
+                batch, c.max_abs, c.max_rel, c.ok, eager_ms, exported_ms, c.scale, c.too_small, runs
             )
         )
     report.parity = results
@@ -214,6 +231,9 @@ def ort_runner(path: Path) -> Runner:
     # Same thread budget as PyTorch, so the latency comparison is like for like.
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # No spin-waiting between runs: spinning threads steal the cores eager PyTorch needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     expected = {i.name for i in session.get_inputs()}
