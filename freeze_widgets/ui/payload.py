@@ -23,6 +23,7 @@ __all__ = [
     "node_record",
     "trainable_visible",
     "tree_payload",
+    "visible_rows",
 ]
 
 
@@ -124,3 +125,17 @@ def glob_matches(path: str, pattern: str) -> bool:
     """
     parts = path.split(".")
     return any(fnmatch.fnmatchcase(".".join(parts[i:]), pattern) for i in range(len(parts)))
+
+
+def visible_rows(tree: ModuleTree, text: str, trainable_only: bool) -> tuple[list[int] | None, str]:
+    """The rows to show for the filter ``text`` and the "trainable only" view, and a note
+    under the tree when nothing but the root is left ("" otherwise)."""
+    visible = filter_visible(tree, text)
+    if trainable_only:
+        trains = set(trainable_visible(tree))
+        visible = sorted(trains if visible is None else trains.intersection(visible))
+    if visible is None or len(visible) > 1:
+        return visible, ""
+    only = "trainable " if trainable_only else ""
+    note = f"No {only}module matches {text.strip()!r}" if text.strip() else ""
+    return visible, note or "Nothing trains: every parameter is frozen"
