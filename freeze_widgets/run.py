@@ -80,9 +80,10 @@ def finetune(
         stop: A ``threading.Event``; when set, training stops after the current step.
         nproc: With more than 1, the same verified run happens in ``nproc`` local worker
             processes launched by PyTorch's elastic launcher (torchrun), and the report merges
-            the ranks (:func:`freeze_widgets.distributed.finetune_distributed`); ``callback``,
-            ``stop``, ``augment`` and ``cache_features`` are single-process only. At most one
-            process per CPU core (per GPU with CUDA).
+            the ranks (:func:`freeze_widgets.distributed.finetune_distributed`): ``callback``
+            gets rank 0's steps while they run (its return value is ignored), ``stop`` stops
+            every rank at the same step; ``augment`` and ``cache_features`` are single-process
+            only. At most one process per CPU core (per GPU with CUDA).
         strategy: With ``nproc > 1``: ``"ddp"`` (DistributedDataParallel) or ``"fsdp"``
             (FSDP2 ``fully_shard``).
         timeout_s: With ``nproc > 1``: every worker is stopped and an error raised when the
@@ -134,8 +135,6 @@ def finetune(
             stop=stop,
         )
     given = {
-        "callback": callback,
-        "stop": stop,
         "augment": augment,
         "cache_features": cache_features,
     }
@@ -160,4 +159,6 @@ def finetune(
         image_size=image_size,
         seed=options.seed,
         timeout_s=require_positive_number(timeout_s, "timeout_s"),
+        callback=callback,
+        stop=stop,
     )

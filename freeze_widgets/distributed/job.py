@@ -39,6 +39,7 @@ class JobConfig:
     schedule: dict[int, list[str]] = field(default_factory=dict)
     save_rank_states: bool = False
     timeout_s: float = 600.0
+    live: bool = False  # rank 0 streams progress.jsonl; every rank watches for a stop file
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")

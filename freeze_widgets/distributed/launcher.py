@@ -16,11 +16,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from freeze_widgets.distributed.errors import DistributedRunError
 from freeze_widgets.distributed.job import JobConfig
+from freeze_widgets.distributed.progress import STOP_FILE, ProgressTail
 
 __all__ = ["launch", "reap"]
 
@@ -116,12 +120,59 @@ def _failure_error(out: Path, returncode: int) -> DistributedRunError:
     )
 
 
-def launch(job: JobConfig, nproc: int, timeout_s: float) -> dict[str, Any]:
+_POLL_S = 0.2
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    out: Path,
+    timeout_s: float,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    stop: threading.Event | None,
+) -> int:
+    """Wait for the launcher, passing rank 0's progress lines on and touching the stop file.
+
+    Raises:
+        subprocess.TimeoutExpired: past ``timeout_s``.
+    """
+    if on_progress is None and stop is None:
+        return proc.wait(timeout=timeout_s)
+    tail = ProgressTail(out)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            returncode = proc.wait(timeout=_POLL_S)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        for line in tail.read():
+            if on_progress is not None:
+                on_progress(line)
+        if returncode is not None:
+            return returncode
+        if stop is not None and stop.is_set() and not (out / STOP_FILE).exists():
+            (out / STOP_FILE).touch()  # every rank sees it at its next step
+        if time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+
+
+def launch(
+    job: JobConfig,
+    nproc: int,
+    timeout_s: float,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
     """Run ``job`` in ``nproc`` local workers; return rank 0's merged report as a dict.
+
+    With ``on_progress`` or ``stop``, the workers stream rank 0's steps (``job.live``): each
+    line (step, total, epoch, loss, acc, elapsed) goes to ``on_progress`` in this thread, and
+    setting ``stop`` makes every rank stop at the same step, a step or two later.
 
     Raises:
         DistributedRunError: a worker failed or the run took longer than ``timeout_s``.
     """
+    job.live = job.live or on_progress is not None or stop is not None
     out = Path(job.out_dir)
     job_path = out / "job.json"
     job.save(job_path)
@@ -132,7 +183,7 @@ def launch(job: JobConfig, nproc: int, timeout_s: float) -> dict[str, Any]:
     with open(out / "launcher.out", "wb") as so, open(out / "launcher.err", "wb") as se:
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)
     try:
-        returncode = proc.wait(timeout=timeout_s)
+        returncode = _wait(proc, out, timeout_s, on_progress, stop)
     except subprocess.TimeoutExpired:
         reap(proc)
         raise DistributedRunError(

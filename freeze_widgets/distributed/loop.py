@@ -21,6 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from freeze_widgets.distributed.data import build_dataset
 from freeze_widgets.distributed.job import JobConfig
+from freeze_widgets.distributed.progress import ProgressWriter, stop_agreed
 from freeze_widgets.distributed.rankcheck import RankCheck, Snapshot, full_tensors
 from freeze_widgets.freezing.targets import unfreeze
 from freeze_widgets.training import ULMFIT_LR_FACTOR
@@ -48,6 +49,7 @@ class Trainer:
         self.params = dict(model.named_parameters())  # after wrapping: DTensors under FSDP2
         self.waiting = [self.params[n] for n in pending]
         self.k_unfrozen = 0
+        self.stopped = False  # the user asked to stop (every rank agrees on the step)
 
     def _loader(self) -> tuple[DataLoader[Any], DistributedSampler[Any]]:
         dataset = build_dataset(self.job)
@@ -88,12 +90,16 @@ class Trainer:
         self.wrapped.train()  # frozen BatchNorm layers stay in eval: their policy pins it
         t_start = time.perf_counter()
         step = 0
+        live = ProgressWriter(job.out_dir) if job.live and check.rank == 0 else None
         for epoch in range(1, plan.epochs + 1):
             sampler.set_epoch(epoch)
             self._unfreeze_due(epoch, opt)
             t_epoch, loss_sum, correct, seen = time.perf_counter(), 0.0, 0.0, 0
             for x, y in loader:
                 if step >= total:
+                    break
+                if job.live and stop_agreed(job.out_dir, self.device):
+                    self.stopped = True
                     break
                 loss, acc, dt = self._step(x.to(self.device), y.to(self.device).long(), opt)
                 step += 1
@@ -102,6 +108,8 @@ class Trainer:
                         f"loss became {loss} at step {step} on rank {check.rank}; try a lower "
                         f"lr (lr={job.lr:g})"
                     )
+                if live is not None:
+                    live.step(step, total, epoch, loss, acc)
                 check.step_loss.append(loss)
                 check.step_acc.append(acc)
                 check.step_seconds.append(dt)
@@ -113,6 +121,10 @@ class Trainer:
             if seen:
                 check.epoch_loss.append(loss_sum / seen)
                 check.epoch_acc.append(correct / seen)
+            if self.stopped:
+                break
+        if live is not None:
+            live.close()
         check.train_seconds = time.perf_counter() - t_start
 
     def _step(

@@ -37,6 +37,7 @@ from freeze_widgets.ui.finetune_render import (
     data_description,
     figures_html,
     findings_html,
+    finish_line,
     verification_html,
 )
 from freeze_widgets.ui.lifecycle import close_widget_tree
@@ -344,17 +345,16 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
                 self.trained_copy = model
             if "nproc" in options:
                 self.preflight.value = findings_html(check_distributed(model, "ddp"))
-                # Worker processes report no steps back and cannot be stopped mid-run.
-                self.eta.value = f"running in {options['nproc']} processes (no live progress)..."
-                report = finetune(model, data, **options)
-            else:
-                report = finetune(model, data, callback=self._on_step, stop=self._stop, **options)
+                self.eta.value = f"starting {options['nproc']} worker processes..."
+            started = time.perf_counter()
+            report = finetune(model, data, callback=self._on_step, stop=self._stop, **options)
+            waited = time.perf_counter() - started
+            self.progress.max = max(report.total_steps, 1)
+            self.progress.value = report.steps if report.stopped_early else self.progress.max
             self.progress.bar_style = "success" if report.ok else "danger"
-            self.eta.value = (
-                f"stopped after {report.steps} steps"
-                if report.stopped_early
-                else f"done in {report.total_seconds:.1f} s"
-            )
+            self.eta.value = finish_line(report, waited, int(options.get("nproc", 1)))
+            if not self._losses and report.step_loss:  # a curve even if no step was streamed
+                self._losses, self._accs = list(report.step_loss), list(report.step_acc)
         except Exception as exc:  # shown as one line; the panel must never raise into the UI
             self.last_error = exc
             report = getattr(exc, "report", None)

@@ -13,7 +13,13 @@ from freeze_widgets.checks.findings import Finding
 from freeze_widgets.data.synthetic import DEFAULT_SYNTHETIC_N
 from freeze_widgets.training import FineTuneReport, VerificationRow
 
-__all__ = ["data_description", "figures_html", "findings_html", "verification_html"]
+__all__ = [
+    "data_description",
+    "figures_html",
+    "findings_html",
+    "finish_line",
+    "verification_html",
+]
 
 _GREEN = "var(--jp-success-color1,#2e7d32)"
 _RED = "var(--jp-error-color1,#c62828)"
@@ -136,3 +142,19 @@ def data_description(data: Any, num_classes: int, image_size: int) -> str:
         return f"Data: the image folder {os.fspath(data)} (resized to {image_size}px)"
     size = f", {len(data)} items" if hasattr(data, "__len__") else ""
     return f"Data: the {type(data).__name__} you passed{size}"
+
+
+def finish_line(report: FineTuneReport, waited: float, nproc: int) -> str:
+    """How the run ended, with the time the user waited (worker start-up named apart)."""
+    head = (
+        f"stopped after {report.steps} of {report.total_steps} steps"
+        if report.stopped_early
+        else f"done: {report.steps} steps"
+    )
+    if nproc <= 1:
+        return f"{head} in {waited:.1f} s"
+    start_up = max(waited - report.total_seconds, 0.0)
+    return (
+        f"{head} in {waited:.1f} s ({start_up:.1f} s starting and checking {nproc} worker "
+        f"processes, {report.total_seconds:.1f} s training)"
+    )
