@@ -103,8 +103,8 @@ def assert_parity(report: ExportReport, batches: tuple[int, ...] = (1, 5)) -> No
     for p in report.parity:
         assert p.ok, str(report)
         assert p.max_abs <= 1e-4
-        assert p.eager_ms > 0
-        assert p.exported_ms > 0
+    timed = [p for p in report.parity if p.timed_runs]  # the quick default: the first size
+    assert timed and all(p.eager_ms > 0 and p.exported_ms > 0 for p in timed)
     assert report.ok, str(report)
 
 

@@ -233,4 +233,6 @@ def test_latency_says_how_it_was_timed_and_small_ratios_keep_digits() -> None:
         "warm-up, median of 7 runs"
     )
     report.parity = [ParityResult(5, 0.0, 0.0, True, float("nan"), float("nan"))]
-    assert dict(report.to_rows())["latency @ batch 5"] == "not timed (timing='off')"
+    assert dict(report.to_rows())["latency @ batch 5"] == (
+        "not timed (timing='thorough' times every batch size)"
+    )

@@ -77,8 +77,10 @@ def test_report_ratio_agrees_with_engines_timed_in_blocks(tmp_path: Path) -> Non
 def test_default_verification_keeps_timing_within_its_budget(tmp_path: Path) -> None:
     report = export_onnx(mlp(), torch.randn(4, 256), tmp_path / "m.onnx")
     assert report.ok, report
-    budget_ms = 0.1 * report.export_seconds * 1000.0 / (2 * len(report.parity))
-    for p in report.parity:
+    budget_ms = 0.1 * report.export_seconds * 1000.0 / 2
+    first, *rest = report.parity
+    assert [p.timed_runs for p in rest] == [0] * len(rest)  # quick: the first size only
+    for p in [first]:
         assert p.timed_runs >= 1
         # A block stops once over budget: at most one run past it.
         for ms in (p.eager_ms, p.exported_ms):

@@ -87,10 +87,10 @@ def export_onnx(
             (1 and 5 when tracing at 2).
         timing_runs: Timed runs per latency figure (median reported).
         warmup: Untimed runs before timing.
-        timing: ``"quick"`` (default): each engine timed in its own block right after the
-            parity run on the same input (its warm-up), the blocks together capped at a tenth
-            of the export's time (at least one run each), so verifying costs little next to
-            exporting; ``"thorough"``: ``warmup`` then
+        timing: ``"quick"`` (default): latency at the first verified batch size only, each
+            engine timed in its own block right after the parity run on the same input (its
+            warm-up), the blocks together capped at a tenth of the export's time (at least one
+            run each), so verifying costs little next to exporting; ``"thorough"``: ``warmup`` then
             all ``timing_runs`` per block; ``"off"``: parity only. onnxruntime runs with as
             many threads as PyTorch and spin-waiting off (docs/design.md, trap 25).
 

@@ -144,7 +144,7 @@ class ExportReport:
                 f"latency @ batch {p.batch}",
                 f"eager {p.eager_ms:.2f} ms, {runtime} {p.exported_ms:.2f} ms{how}"
                 if p.eager_ms == p.eager_ms  # NaN: not timed
-                else "not timed (timing='off')",
+                else "not timed (timing='thorough' times every batch size)",
             ),
         ]
 
