@@ -84,7 +84,7 @@ def export_onnx(
         tolerance: Largest accepted ``max|diff| / max|eager|`` per output (scale-relative,
             docs/design.md trap 17); outputs too close to zero to judge fail.
         verify_batches: Batch sizes to verify at; default two sizes other than the traced one
-            (1 and 5 when tracing at 2).
+            (1 and 3 when tracing at 2).
         timing_runs: Timed runs per latency figure (median reported).
         warmup: Untimed runs before timing.
         timing: ``"quick"`` (default): latency at the first verified batch size only, each
