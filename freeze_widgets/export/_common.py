@@ -21,6 +21,7 @@ from torch import nn
 
 from freeze_widgets.base.modules import named_parameters_of, preserved_modes
 from freeze_widgets.base.wording import first_line
+from freeze_widgets.cost.meta_forward import meta_copy, to_meta
 from freeze_widgets.export.binding import BoundModule, PositionalInputs, unwrap_model
 from freeze_widgets.export.defaults import unexportable_output
 from freeze_widgets.export.parity import (
@@ -188,7 +189,7 @@ def run_export(
     with preserved_modes(module, eval_inside=True):
         traced = trace_inputs(inputs, axes) if dynamic_batch else dict(inputs)
         with torch.inference_mode():
-            example_output = module(**traced)
+            example_output = _example_output(module, traced)
         source = source_model(module)
         problem = unexportable_output(example_output, inspect.signature(source.forward))
         if problem is not None:  # before any exporter prints a page about pytrees
@@ -215,6 +216,20 @@ def run_export(
             report.error = f"{stage[-1]} failed: {first_line(exc, limit=300)}"
             report.error += _bound_batch_hint(job)
     return report
+
+
+def _example_output(module: nn.Module, inputs: dict[str, Any]) -> Any:
+    """What the model returns (its structure: names, types, count), for the output names and
+    the check for outputs no graph can return.
+
+    A meta-device copy answers without computing anything, so verifying costs less next to the
+    export; a model that cannot run on meta (a Python branch on a tensor's value) runs for real.
+    """
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    try:
+        return meta_copy(module, dtype)(**to_meta(inputs, dtype))
+    except Exception:  # data-dependent code needs real values: the plain forward
+        return module(**inputs)
 
 
 def _bound_batch_hint(job: ExportJob) -> str:

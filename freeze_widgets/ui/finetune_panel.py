@@ -379,6 +379,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
                     self._on_finished(report)
                 except Exception as exc:  # a broken hook must not hide the result
                     self.messages.error(exc, "after fine-tune")
+            self._show_plan()  # a head replaced in place: the next run keeps it
 
     def _on_step(self, event: StepEvent) -> None:
         self._losses.append(event.loss)
