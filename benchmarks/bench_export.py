@@ -90,15 +90,21 @@ def bench(name: str, runs: int, folder: Path) -> int:
     model = getattr(torchvision.models, name)(weights=None).eval()
     example = torch.randn(2, 3, 224, 224)
     plain_export(model, example, folder / "warm.onnx")  # untimed: torch.export's caches warm
-    plain = plain_export(model, example, folder / "plain.onnx")
-    start = time.perf_counter()
-    quick = export_onnx(model, example, folder / "quick.onnx")  # every default
-    default = time.perf_counter() - start
+    plains, defaults, steps = [], [], []
+    for _ in range(2):  # alternated, best of two each: a busy machine's load comes and goes
+        plains.append(plain_export(model, example, folder / "plain.onnx"))
+        start = time.perf_counter()
+        quick = export_onnx(model, example, folder / "quick.onnx")  # every default
+        defaults.append(time.perf_counter() - start)
+        steps.append(quick.export_seconds)
+    plain, default, step = min(plains), min(defaults), min(steps)
     cost = default / plain
     failures = int(cost > COST_TARGET)
     print(
         f"{name:<10} plain export {plain:6.1f} s  export_onnx default {default:6.1f} s  "
-        f"ratio {cost:.2f} ({'PASS' if cost <= COST_TARGET else 'FAIL'} <= {COST_TARGET})"
+        f"ratio {cost:.2f} ({'PASS' if cost <= COST_TARGET else 'FAIL'} <= {COST_TARGET}); "
+        f"its own export step {step:.1f} s, so checks and verification add "
+        f"{(default - step) / step:.0%} of it"
     )
     path = folder / "thorough.onnx"
     report = export_onnx(
