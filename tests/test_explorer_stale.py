@@ -82,3 +82,15 @@ def test_an_unchanged_model_is_not_refused() -> None:
     assert "changed outside" not in refused(ex)
     assert ex.state("body") == "frozen"
     ex.close()
+
+
+def test_the_explorers_own_batchnorm_swap_is_not_a_change_from_outside() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    ex = FreezeExplorer(model)
+    ex.toolbar.bn.value = "frozen"
+    ex.tick("1")  # swaps the BatchNorm for FrozenBatchNorm: a module replaced, by us
+    assert type(model[1]).__name__ == "FrozenBatchNorm"
+    ex.tick("0")
+    assert "changed outside" not in refused(ex)
+    assert ex.state("0") == "frozen"
+    ex.close()

@@ -255,6 +255,7 @@ class FreezeExplorer(widgets.VBox):
             self._show_code()
 
     def _apply(self, changed: list[Node]) -> None:
+        self._key = structure_key(self.model)  # our own changes (a BatchNorm swap) are known
         if changed:
             self.tree_view.send_delta(changed)
             if self.toolbar.trainable_only.value:  # what trains changed: so does the view
