@@ -328,7 +328,7 @@ def _is_default(param: inspect.Parameter, value: Any) -> bool:
         return False
 
 
-_RATIO = re.compile(r"\(([^()]*)x\)$")
+_RATIO = re.compile(r"\(([^()]*)x\)")
 
 
 def _explain(label: str, value: str, runtime: str) -> str:
