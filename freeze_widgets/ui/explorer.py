@@ -32,6 +32,7 @@ from freeze_widgets.ui.lifecycle import close_widget_tree, current_cell_id, reme
 from freeze_widgets.ui.messages import MessageArea
 from freeze_widgets.ui.panels_host import PanelsHost
 from freeze_widgets.ui.payload import visible_rows
+from freeze_widgets.ui.shapes import ShapeCache
 from freeze_widgets.ui.staleness import ModelChanged, structure_key
 from freeze_widgets.ui.toolbar import Toolbar
 from freeze_widgets.ui.tree_widget import TreeWidget
@@ -106,6 +107,7 @@ class FreezeExplorer(widgets.VBox):
         self._model: nn.Module | None = model
         self._tree: ModuleTree | None = ModuleTree(model)
         self._key = structure_key(model)
+        self._shapes = ShapeCache()  # output shapes per row, from a meta-device forward
         self._cost: LiveCost | None = LiveCost(model)
         self._busy = BusyState()
         self._busy_note = ""
@@ -244,7 +246,7 @@ class FreezeExplorer(widgets.VBox):
         """Full reload of every view from the tree (build, refresh, after an error)."""
         if self._tree is None:
             return
-        self.tree_view.load(self.tree)
+        self.tree_view.load(self.tree, self._shapes.get(self.model, self._key))
         self._show_filter(self.toolbar.filter.value)
         self._after_change()
 

@@ -8,7 +8,7 @@ decided once, in Python (``Node.state``); the browser only renders it.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
@@ -50,13 +50,20 @@ def node_record(node: Node) -> dict[str, Any]:
     return record
 
 
-def tree_payload(tree: ModuleTree) -> list[dict[str, Any]]:
+def tree_payload(
+    tree: ModuleTree, shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> list[dict[str, Any]]:
     """The whole tree, one record per node, in pre-order.
 
     An adapter layer's record carries ``ad`` (its label: method, rank, alpha); its children
     without parameters (PEFT's empty bookkeeping) carry ``hd`` and are folded out of view.
+    ``shapes`` (module path -> output shape, from :func:`~freeze_widgets.ui.shapes.output_shapes`)
+    become ``os``.
     """
     records = [node_record(node) for node in tree.nodes]
+    for node in tree.nodes:
+        if shapes and node.kind == "module" and node.path in shapes:
+            records[node.index]["os"] = list(shapes[node.path])
     modules: dict[str, nn.Module] = dict(tree.model.named_modules())
     for node in tree.nodes:
         module = modules.get(node.path) if node.kind == "module" else None

@@ -17,7 +17,7 @@
 //   "empty", decided by Python's Node.state), sh tied-with paths, s shape (parameters),
 //   ft 1 when "freeze up to here" is offered (the row has parameters; not the root),
 //   ad an adapter layer's label ("LoRA r=4 α=8 on Conv1D"), hd 1 for a folded row (an adapter's
-//   empty bookkeeping child: never listed)
+//   empty bookkeeping child: never listed), os the module's output shape for an example batch
 // Delta row: [index, trainable, total, type, state].
 
 const fmt = new Intl.NumberFormat("en-US");
@@ -221,7 +221,9 @@ class TreeView {
     check.indeterminate = state === "partial";
     check.disabled = state === "empty" || disabled;
     check.setAttribute("aria-checked", state === "partial" ? "mixed" : String(state === "frozen"));
-    row.querySelector(".fw-type").textContent = `(${label(node)[1]})`;
+    // The output shape for an example batch (a meta-device forward), as torchinfo shows it.
+    const shape = node.os ? ` \u2192 ${node.os.join("\u00d7")}` : "";
+    row.querySelector(".fw-type").textContent = `(${label(node)[1]})${shape}`;
     const counts = row.querySelector(".fw-row-counts");
     counts.textContent = countsText(node);
     counts.title = node.tot ? `${fmt.format(node.tr)} of ${fmt.format(node.tot)} trainable` : "";
