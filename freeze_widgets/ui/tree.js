@@ -114,7 +114,9 @@ function makeHead() {
   const head = el_("div", "fw-tree-head");
   head.setAttribute("aria-hidden", "true");
   head.style.setProperty("--fw-depth", "0");
-  head.append(el_("span"), el_("span"), el_("span", "fw-label", "module (type)"));
+  const name = el_("span", "fw-label", "module (type)");
+  name.title = "\u2192 the output shape of one sample, from a forward on the meta device";
+  head.append(el_("span"), el_("span"), name);
   head.append(el_("span", "fw-row-counts", "trainable / total"), el_("span", "fw-state", "state"));
   head.append(el_("span"));
   return head;
@@ -221,8 +223,9 @@ class TreeView {
     check.indeterminate = state === "partial";
     check.disabled = state === "empty" || disabled;
     check.setAttribute("aria-checked", state === "partial" ? "mixed" : String(state === "frozen"));
-    // The output shape for an example batch (a meta-device forward), as torchinfo shows it.
-    const shape = node.os ? ` \u2192 ${node.os.join("\u00d7")}` : "";
+    // The output shape (a meta-device forward of an example batch), as torchinfo shows it.
+    // Per sample: the example batch's size (2) is made up, so it is left out.
+    const shape = node.os && node.os.length > 1 ? ` \u2192 ${node.os.slice(1).join("\u00d7")}` : "";
     row.querySelector(".fw-type").textContent = `(${label(node)[1]})${shape}`;
     const counts = row.querySelector(".fw-row-counts");
     counts.textContent = countsText(node);
