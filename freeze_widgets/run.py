@@ -88,9 +88,10 @@ def finetune(
             raises a ``DistributedRunError`` (``cause="stopped"``), the model unchanged.
         nproc: With more than 1, the same verified run happens in ``nproc`` local worker
             processes launched by PyTorch's elastic launcher (torchrun), and the report merges
-            the ranks (:func:`freeze_widgets.distributed.finetune_distributed`); ``callback``,
-            ``augment`` and ``cache_features`` are single-process only. At most one
-            process per CPU core (per GPU with CUDA).
+            the ranks (:func:`freeze_widgets.distributed.finetune_distributed`): ``callback``
+            gets rank 0's steps while they run (its return value is ignored), ``stop`` stops
+            every rank at the same step; ``augment`` and ``cache_features`` are single-process
+            only. At most one process per CPU core (per GPU with CUDA).
         strategy: With ``nproc > 1``: ``"ddp"`` (DistributedDataParallel) or ``"fsdp"``
             (FSDP2 ``fully_shard``).
         timeout_s: With ``nproc > 1``: every worker is stopped and an error raised when the
@@ -126,7 +127,6 @@ def finetune(
     require_module(model)
     if check_nproc(nproc) > 1:
         given = {
-            "callback": callback,
             "augment": augment,
             "cache_features": cache_features,
             "lr_groups": lr_groups,
@@ -140,7 +140,7 @@ def finetune(
             model, data, nproc=nproc, strategy=strategy, epochs=epochs, steps=steps,
             batch_size=batch_size, lr=lr, optimizer=optimizer, num_classes=num_classes,
             unfreeze_schedule=unfreeze_schedule, bn=bn, image_size=image_size, seed=seed,
-            timeout_s=timeout_s, stop=stop,
+            timeout_s=timeout_s, callback=callback, stop=stop,
         )  # fmt: skip
     options = FineTuneOptions.checked(
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, bn=bn,

@@ -58,7 +58,7 @@ _CONTRAST_JS = """
     return 0.2126 * f(rgb[0]) + 0.7152 * f(rgb[1]) + 0.0722 * f(rgb[2]);
   };
   const out = {};
-  for (const sel of ['.fw-name', '.fw-type', '.fw-row-counts']) {
+  for (const sel of ['.fw-name', '.fw-type', '.fw-row-counts', '.fw-state']) {
     const el = row.querySelector(sel);
     const bg = background(el);
     const fg = parse(getComputedStyle(el).color);

@@ -50,3 +50,22 @@ class Misbehaving(Dataset[tuple[torch.Tensor, int]]):
                 time.sleep(3600)
         g = torch.Generator().manual_seed(index)
         return torch.randn(3, 16, 16, generator=g), index % 4
+
+
+class Slow(Dataset[tuple[torch.Tensor, int]]):
+    """16x16 noise images in 4 classes that take ``delay`` seconds each in worker processes,
+    so a run lasts long enough to be stopped part-way."""
+
+    classes = ("a", "b", "c", "d")
+
+    def __init__(self, n: int = 2048, delay: float = 0.01) -> None:
+        self.n, self.delay = n, delay
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if os.environ.get("RANK") is not None:
+            time.sleep(self.delay)
+        g = torch.Generator().manual_seed(index)
+        return torch.randn(3, 16, 16, generator=g), index % 4

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from freeze_widgets import FreezeExplorer, FreezeSpec, FrozenBatchNorm, explore
+from freeze_widgets.ui.finetune_panel import IN_PLACE
 from freeze_widgets.ui.payload import filter_visible, tree_payload
 
 from .conftest import independent_counts, requires_grad_map
@@ -301,6 +302,7 @@ def test_finetune_from_the_explorer_refreshes_the_tree(seq_bn: nn.Module) -> Non
     ex = FreezeExplorer(seq_bn)
     ex.finetune._data = data
     ex.finetune.num_classes.value = 3  # the head has 2 outputs: it gets replaced
+    ex.finetune.head_choice.value = IN_PLACE  # asked for: the new head goes into the model
     ex.finetune.steps.value = 4
     ex.tick("0")
     frozen_before = seq_bn[0].weight.detach().clone()

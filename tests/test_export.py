@@ -97,14 +97,14 @@ def run_ort(path: Path, **feed: torch.Tensor) -> list[torch.Tensor]:
     return [torch.from_numpy(o) for o in outs]
 
 
-def assert_parity(report: ExportReport, batches: tuple[int, ...] = (1, 5)) -> None:
+def assert_parity(report: ExportReport, batches: tuple[int, ...] = (1, 3)) -> None:
     assert report.verified
     assert [p.batch for p in report.parity] == list(batches)
     for p in report.parity:
         assert p.ok, str(report)
         assert p.max_abs <= 1e-4
-        assert p.eager_ms > 0
-        assert p.exported_ms > 0
+    timed = [p for p in report.parity if p.timed_runs]  # the quick default: the first size
+    assert timed and all(p.eager_ms > 0 and p.exported_ms > 0 for p in timed)
     assert report.ok, str(report)
 
 
@@ -249,7 +249,7 @@ def test_export_frozen_weight_and_bias(tmp_path: Path) -> None:
     report = export_onnx(bound, (torch.randn(3, 4),), tmp_path / "ext.onnx")
     assert report.graph_inputs == ["x"]
     assert sorted(report.bound_names) == ["frozen_bias", "frozen_weight"]
-    assert_parity(report)
+    assert_parity(report, (1, 5))  # traced at 3: the next small sizes
 
 
 def test_export_hidden_state_bound_and_default(tmp_path: Path) -> None:
@@ -385,7 +385,7 @@ def test_report_rendering(tmp_path: Path) -> None:
     assert rows["graph inputs"] == "x"
     assert rows["bound"] == "mask"
     assert rows["status"] == "OK"
-    assert rows["parity @ batch 5"].startswith("ok")
+    assert rows["parity @ batch 3"].startswith("ok")
     text = str(report)
     assert "parity @ batch 1" in text
     assert "onnxruntime" in text

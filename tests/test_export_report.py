@@ -166,8 +166,8 @@ def test_str_of_tiny_outputs_notes_error_and_freeze_marks() -> None:
         "graph inputs       x\n"
         "bound              mask\n"
         "outputs            output\n"
-        "initializers       3\n"
-        "freeze in graph    2 frozen, 1 trainable initializers\n"
+        "initializers       3 tensors stored in the file: 2 frozen weights, 1 trainable weights "
+        "(marked so in the file), 0 buffers and constants\n"
         "file size          1.50 KiB\n"
         "export time        1.23 s\n"
         "parity @ batch 1   TOO SMALL TO JUDGE: outputs at most 2.0e-38 in size (max abs 1.00e-39); "
@@ -212,3 +212,27 @@ def test_ok_needs_verification_and_every_parity_entry() -> None:
 )
 def test_format_bytes(n: int, text: str) -> None:
     assert format_bytes(n) == text
+
+
+def test_latency_says_how_it_was_timed_and_small_ratios_keep_digits() -> None:
+    report = onnx_report()
+    report.parity = [
+        ParityResult(
+            batch=5,
+            max_abs=0.0,
+            max_rel=0.0,
+            ok=True,
+            eager_ms=50.0,
+            exported_ms=2.05,
+            timed_runs=7,
+        )
+    ]
+    line = dict(report.to_rows())["latency @ batch 5"]
+    assert line == (
+        "eager 50.00 ms, onnxruntime 2.05 ms (0.041x), each timed in its own block after "
+        "warm-up, median of 7 runs"
+    )
+    report.parity = [ParityResult(5, 0.0, 0.0, True, float("nan"), float("nan"))]
+    assert dict(report.to_rows())["latency @ batch 5"] == (
+        "not timed (timing='thorough' times every batch size)"
+    )

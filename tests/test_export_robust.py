@@ -216,7 +216,7 @@ def test_bad_batch_axes_are_rejected_before_writing(
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_verification_crash_is_reported_not_raised(tmp_path: Path) -> None:
-    # The bound mask keeps batch size 2 while the batch is dynamic: eager crashes at batch 5.
+    # The bound mask keeps batch size 2 while the batch is dynamic: eager crashes at batch 3.
     report = export_onnx(
         bind(AddMask(), mask=torch.ones(2, 8)), torch.randn(2, 8), tmp_path / "m.onnx", **FAST
     )

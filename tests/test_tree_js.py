@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from freeze_widgets import ModuleTree
+from freeze_widgets.base.wording import format_count
 from freeze_widgets.ui.payload import delta_rows, tree_payload
 
 from .browser_harness import launch_chromium
@@ -87,7 +88,11 @@ def test_module_loads_and_renders_collapsed(loaded: tuple[Any, ModuleTree]) -> N
     page, _ = loaded
     assert rows(page)[:3] == ["", "conv1", "bn1"]
     assert "layer1.0" not in rows(page)  # collapsed rows are not in the DOM
-    assert page.text_content('.fw-row[data-path="layer1"] .fw-row-counts') == "147,968 / 147,968"
+    n = sum(p.numel() for p in resnet18().layer1.parameters())  # 147,968: abbreviated
+    assert page.text_content('.fw-row[data-path="layer1"] .fw-row-counts') == (
+        f"{format_count(n)} / {format_count(n)}"
+    )
+    assert page.text_content('.fw-row[data-path="layer1"] .fw-state') == "trains"
     assert page.text_content('.fw-row[data-path="layer1"] .fw-type') == "(Sequential)"
     assert page.evaluate("window.sent[0]") == {"type": "sync"}
 
@@ -111,7 +116,10 @@ def test_click_sends_tick_and_delta_updates_tri_state(loaded: tuple[Any, ModuleT
     assert page.eval_on_selector(check.format("layer1"), "e => e.indeterminate")
     assert not page.eval_on_selector(check.format("layer1"), "e => e.checked")
     assert page.get_attribute('.fw-row[data-path="layer1"]', "data-state") == "partial"
-    assert page.text_content('.fw-row[data-path="layer1"] .fw-row-counts') == "73,984 / 147,968"
+    counts = page.text_content('.fw-row[data-path="layer1"] .fw-row-counts')
+    assert counts == f"{format_count(73_984)} / {format_count(147_968)}" == "74.0K / 148K"
+    assert page.text_content('.fw-row[data-path="layer1"] .fw-state') == "partly"
+    assert page.text_content('.fw-row[data-path="layer1.0"] .fw-state') == "frozen"
     # Ticking a frozen row sends an unfreeze.
     page.click(check.format("layer1.0"))
     assert page.evaluate("window.sent.at(-1)")["frozen"] is False
@@ -224,7 +232,7 @@ def test_full_path_on_hover_and_breadcrumb(loaded: tuple[Any, ModuleTree]) -> No
         "ResNet \u203a layer2 \u203a 1 \u203a bn2 (BatchNorm2d)"
     )
     assert page.get_attribute(".fw-breadcrumb", "data-path") == "layer2.1.bn2"
-    assert page.text_content(".fw-tree-head") == "module (type)trainable / total"
+    assert page.text_content(".fw-tree-head") == "module (type)trainable / totalstate"
 
 
 def test_note_and_disabled(loaded: tuple[Any, ModuleTree]) -> None:
@@ -240,3 +248,25 @@ def test_note_and_disabled(loaded: tuple[Any, ModuleTree]) -> None:
     page.keyboard.press(" ")
     page.keyboard.press("u")
     assert page.evaluate("window.sent.length") == count
+
+
+def test_lora_rows_say_lora_and_fold_their_bookkeeping(page: Any, tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=1000)
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True)
+    model = peft.get_peft_model(transformers.GPT2LMHeadModel(config), lora)
+    tree = ModuleTree(model)
+    load(page, tree)
+    path = "base_model.model.transformer.h.0.attn.c_attn"
+    assert page.evaluate("p => window.view.fwReveal(p)", path)
+    assert page.text_content(f'.fw-row[data-path="{path}"] .fw-type') == (
+        "(LoRA r=4 \u03b1=8 on Conv1D)"
+    )
+    page.click(f'.fw-row[data-path="{path}"] .fw-caret')
+    shown = set(rows(page))
+    assert {f"{path}.base_layer", f"{path}.lora_A", f"{path}.lora_B"} <= shown
+    for empty in ("lora_dropout", "lora_embedding_A", "lora_magnitude_vector"):
+        assert f"{path}.{empty}" not in shown  # folded: no parameters
+        assert not page.evaluate("p => window.view.fwReveal(p)", f"{path}.{empty}")
+    page.screenshot(path=str(tmp_path / "lora_rows.png"))

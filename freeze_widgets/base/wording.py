@@ -54,3 +54,20 @@ def format_bytes(n: float) -> str:
         return f"{value:.0f} B"
     digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
     return f"{value:.{digits}f} {unit}"
+
+
+def format_count(n: int) -> str:
+    """A count as people read it: ``"999"``, ``"148K"``, ``"1.23M"``, ``"69.0B"``, ``"1.20T"``.
+
+    Three significant digits from 1,000 up (decimal units, as parameter counts are quoted);
+    rounding carries into the next unit (999,999 is ``"1.00M"``, never ``"1000K"``).
+    """
+    value, unit = float(n), ""
+    for larger in ("K", "M", "B", "T"):
+        if abs(value) < 999.5:
+            break
+        value, unit = value / 1000, larger
+    if not unit:
+        return f"{int(n)}"
+    digits = 0 if abs(value) >= 99.95 else 1 if abs(value) >= 9.995 else 2
+    return f"{value:.{digits}f}{unit}"

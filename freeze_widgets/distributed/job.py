@@ -40,6 +40,7 @@ class JobConfig:
     save_rank_states: bool = False
     timeout_s: float = 600.0
     private_dir: bool = False  # out_dir is the run's own temporary folder (removed with it)
+    live: bool = False  # rank 0 streams progress.jsonl; every rank watches for a stop file
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")

@@ -18,11 +18,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from freeze_widgets.distributed.errors import DistributedRunError
 from freeze_widgets.distributed.job import JobConfig
+from freeze_widgets.distributed.progress import STOP_FILE, ProgressTail
 
 __all__ = ["launch", "reap"]
 
@@ -118,67 +120,41 @@ def _failure_error(out: Path, returncode: int) -> DistributedRunError:
     )
 
 
-def launch(
-    job: JobConfig, nproc: int, timeout_s: float, stop: threading.Event | None = None
-) -> dict[str, Any]:
-    """Run ``job`` in ``nproc`` local workers; return rank 0's merged report as a dict.
-
-    Args:
-        job: The run.
-        nproc: Worker processes.
-        timeout_s: Every process is killed and an error raised after this many seconds.
-        stop: When set, every process is killed within a fraction of a second and an error
-            raised (a closed explorer must not leave workers running).
-
-    Raises:
-        DistributedRunError: a worker failed, the run took longer than ``timeout_s``, or
-            ``stop`` was set (``cause`` is ``"timeout"`` / ``"stopped"`` for those two).
-    """
-    out = Path(job.out_dir)
-    job_path = out / "job.json"
-    job.save(job_path)
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH", "")])])
-    # torchelastic's own temporary folders (torchelastic_*, left behind by a killed run) go
-    # into the run's folder, never into the system's /tmp.
-    env["TMPDIR"] = str(out)
-    cmd = [sys.executable, "-m", "freeze_widgets.distributed.agent", str(job_path), str(nproc)]
-    with open(out / "launcher.out", "wb") as so, open(out / "launcher.err", "wb") as se:
-        proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)
-    try:
-        returncode = _wait(proc, timeout_s, stop, out)
-    finally:
-        if proc.poll() is None:  # an interrupt (KeyboardInterrupt), a timeout or a stop
-            reap(proc)
-    leftovers = descendants(proc.pid)
-    if leftovers:
-        reap(proc)
-    if returncode != 0 or not (out / "result.json").exists():
-        raise _failure_error(out, returncode)
-    result: dict[str, Any] = json.loads((out / "result.json").read_text())
-    return result
-
-
 _POLL_S = 0.2
+# After Stop, the ranks stop together at their next step and the run ends normally; a run that
+# has not ended this long after Stop (a rank stuck in a collective) is killed instead.
+_STOP_GRACE_S = 20.0
 
 
 def _wait(
-    proc: subprocess.Popen[bytes], timeout_s: float, stop: threading.Event | None, out: Path
+    proc: subprocess.Popen[bytes],
+    out: Path,
+    timeout_s: float,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    stop: threading.Event | None,
 ) -> int:
-    """The launcher's exit code, or a DistributedRunError at the deadline or at ``stop``."""
+    """The launcher's exit code; rank 0's progress lines go on, Stop touches the stop file.
+
+    Raises:
+        DistributedRunError: past ``timeout_s``, or the run did not end within
+            ``_STOP_GRACE_S`` of Stop (every process is killed first).
+    """
+    tail = ProgressTail(out) if on_progress is not None else None
     deadline = time.monotonic() + timeout_s
+    stop_deadline: float | None = None
     while True:
-        left = deadline - time.monotonic()
         try:
-            return proc.wait(timeout=max(0.0, min(_POLL_S if stop else left, left)))
+            return _wait_once(proc, deadline, tail, on_progress)
         except subprocess.TimeoutExpired:
             pass
-        if stop is not None and stop.is_set():
+        if stop is not None and stop.is_set() and stop_deadline is None:
+            (out / STOP_FILE).touch()  # every rank sees it at its next step
+            stop_deadline = time.monotonic() + _STOP_GRACE_S
+        if stop_deadline is not None and time.monotonic() >= stop_deadline:
             reap(proc)
             raise DistributedRunError(
-                "the distributed run was stopped: all workers were killed, and the model was "
-                "left as it was before the run (a multi-process run keeps nothing part-way)",
+                f"the distributed run did not end within {_STOP_GRACE_S:g} s of Stop: all "
+                "workers were killed, and the model was left as it was before the run",
                 rank=None,
                 cause="stopped",
                 log_tail=_log_tail(out),
@@ -192,3 +168,65 @@ def _wait(
                 cause="timeout",
                 log_tail=_log_tail(out),
             )
+
+
+def _wait_once(
+    proc: subprocess.Popen[bytes],
+    deadline: float,
+    tail: ProgressTail | None,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> int:
+    """One poll: the exit code, or TimeoutExpired; new progress lines are passed on first."""
+    left = max(0.0, min(_POLL_S, deadline - time.monotonic()))
+    try:
+        return proc.wait(timeout=left)
+    finally:
+        if tail is not None and on_progress is not None:
+            for line in tail.read():
+                on_progress(line)
+
+
+def launch(
+    job: JobConfig,
+    nproc: int,
+    timeout_s: float,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Run ``job`` in ``nproc`` local workers; return rank 0's merged report as a dict.
+
+    With ``on_progress`` or ``stop``, the workers stream rank 0's steps (``job.live``): each
+    line (step, total, epoch, loss, acc, elapsed) goes to ``on_progress`` in this thread, and
+    setting ``stop`` makes every rank stop at the same step, a step or two later (the report
+    says so, and keeps what was trained). A run that does not end soon after Stop is killed.
+
+    Raises:
+        DistributedRunError: a worker failed, the run took longer than ``timeout_s``, or
+            ``stop`` was set (``cause`` is ``"timeout"`` / ``"stopped"`` for those two).
+    """
+    job.live = job.live or on_progress is not None or stop is not None
+    out = Path(job.out_dir)
+    job_path = out / "job.json"
+    job.save(job_path)
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH", "")])])
+    # torchelastic's own temporary folders (torchelastic_*, left behind by a killed run) go
+    # into the run's folder, never into the system's /tmp.
+    env["TMPDIR"] = str(out)
+    cmd = [sys.executable, "-m", "freeze_widgets.distributed.agent", str(job_path), str(nproc)]
+    with open(out / "launcher.out", "wb") as so, open(out / "launcher.err", "wb") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)
+    try:
+        returncode = _wait(proc, out, timeout_s, on_progress, stop)
+    finally:
+        if proc.poll() is None:  # an interrupt (KeyboardInterrupt), a timeout or a stop
+            reap(proc)
+    leftovers = descendants(proc.pid)
+    if leftovers:
+        reap(proc)
+    if returncode != 0 or not (out / "result.json").exists():
+        raise _failure_error(out, returncode)
+    result: dict[str, Any] = json.loads((out / "result.json").read_text())
+    return result

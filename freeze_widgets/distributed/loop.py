@@ -23,6 +23,7 @@ from freeze_widgets.checks.batch import require_finite_inputs
 from freeze_widgets.data.loaders import class_labels
 from freeze_widgets.distributed.data import build_dataset
 from freeze_widgets.distributed.job import JobConfig
+from freeze_widgets.distributed.progress import ProgressWriter, stop_agreed
 from freeze_widgets.distributed.rankcheck import RankCheck, Snapshot, full_tensors
 from freeze_widgets.freezing.targets import unfreeze
 from freeze_widgets.training import ULMFIT_LR_FACTOR
@@ -50,6 +51,7 @@ class Trainer:
         self.params = dict(model.named_parameters())  # after wrapping: DTensors under FSDP2
         self.waiting = [self.params[n] for n in pending]
         self.k_unfrozen = 0
+        self.stopped = False  # the user asked to stop (every rank agrees on the step)
 
     def _loader(self) -> tuple[DataLoader[Any], DistributedSampler[Any]]:
         dataset = build_dataset(self.job)
@@ -90,12 +92,16 @@ class Trainer:
         self.wrapped.train()  # frozen BatchNorm layers stay in eval: their policy pins it
         t_start = time.perf_counter()
         step = 0
+        live = ProgressWriter(job.out_dir) if job.live and check.rank == 0 else None
         for epoch in range(1, plan.epochs + 1):
             sampler.set_epoch(epoch)
             self._unfreeze_due(epoch, opt)
             t_epoch, loss_sum, correct, seen = time.perf_counter(), 0.0, 0.0, 0
             for x, labels in loader:
                 if step >= total:
+                    break
+                if job.live and stop_agreed(job.out_dir, self.device):
+                    self.stopped = True
                     break
                 where = f"batch {step + 1} (epoch {epoch}) on rank {check.rank}"
                 y = class_labels(labels, job.num_classes, where)  # 0.9 is not silently class 0
@@ -107,6 +113,8 @@ class Trainer:
                         f"loss became {loss} at step {step} on rank {check.rank}; try a lower "
                         f"lr (lr={job.lr:g})"
                     )
+                if live is not None:
+                    live.step(step, total, epoch, loss, acc)
                 check.step_loss.append(loss)
                 check.step_acc.append(acc)
                 check.step_seconds.append(dt)
@@ -118,6 +126,10 @@ class Trainer:
             if seen:
                 check.epoch_loss.append(loss_sum / seen)
                 check.epoch_acc.append(correct / seen)
+            if self.stopped:
+                break
+        if live is not None:
+            live.close()
         check.train_seconds = time.perf_counter() - t_start
 
     def _step(

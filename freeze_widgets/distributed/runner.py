@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from freeze_widgets.distributed.launcher import launch
 from freeze_widgets.distributed.report import DistributedFineTuneReport
 from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.freezing.targets import set_bn_policy, unfreeze
-from freeze_widgets.training import find_head
+from freeze_widgets.training import StepEvent, find_head
 from freeze_widgets.training.head import replace_head
 from freeze_widgets.training.options import (
     FineTuneOptions,
@@ -169,6 +170,7 @@ def finetune_distributed(
     timeout_s: float = 600.0,
     workdir: str | Path | None = None,
     keep_rank_states: bool = False,
+    callback: Callable[[StepEvent], Any] | None = None,
     stop: threading.Event | None = None,
 ) -> DistributedFineTuneReport:
     """Fine-tune ``model`` in ``nproc`` local processes (DDP or FSDP2) and verify every rank.
@@ -199,9 +201,9 @@ def finetune_distributed(
         timeout_s: Kill every worker and raise if the run takes longer.
         workdir: Keep the job's files (logs, ``state.pt``, ``result.json``) here.
         keep_rank_states: Each rank also saves its final full state as ``rank{r}.pt``.
-        stop: A ``threading.Event``; setting it kills every worker at once and raises
-            (``cause="stopped"``), leaving ``model`` as it was: a run in several processes
-            keeps nothing part-way.
+        callback: Called with a :class:`StepEvent` for each of rank 0's steps, while it runs.
+        stop: Set it to stop every rank at the same step (a step or two later); the report
+            says ``stopped_early`` and the steps trained, which are verified and applied.
 
     Raises:
         DistributedRunError: a worker failed (its rank and exception are named), timed out,
@@ -271,7 +273,8 @@ def finetune_distributed(
         )
         _save_model(model, out / "model.pt")
         t0 = time.perf_counter()
-        result = launch(job, nproc, timeout_s, stop)
+        on_progress = None if callback is None else _step_events(callback)
+        result = launch(job, nproc, timeout_s, on_progress=on_progress, stop=stop)
         report = DistributedFineTuneReport.from_dict(result)
         report.launch_seconds = time.perf_counter() - t0
         state = torch.load(out / "state.pt", weights_only=True)
@@ -284,6 +287,20 @@ def finetune_distributed(
     report.num_classes = num_classes
     _apply_to_caller(model, report, state, bn)
     return report
+
+
+def _step_events(callback: Callable[[StepEvent], Any]) -> Callable[[dict[str, Any]], None]:
+    """Rank 0's progress lines as the StepEvents a single-process run gives its callback."""
+
+    def on_line(line: dict[str, Any]) -> None:
+        step, total, elapsed = int(line["step"]), int(line["total"]), float(line["elapsed"])
+        eta = elapsed / step * (total - step) if step else 0.0
+        event = StepEvent(
+            step, total, int(line["epoch"]), float(line["loss"]), float(line["acc"]), elapsed, eta
+        )
+        callback(event)
+
+    return on_line
 
 
 def _apply_to_caller(

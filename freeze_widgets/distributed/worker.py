@@ -170,6 +170,11 @@ def run_job(job: JobConfig) -> dict[str, Any] | None:
     report = merge_ranks(checks, strategy=job.strategy, nproc=world, backend=backend)
     report.lr, report.optimizer, report.num_classes = job.lr, job.optimizer, job.num_classes
     report.bn_policy = spec.bn
+    if trainer.stopped:
+        report.stopped_early = True
+        report.stop_reason = (
+            f"Stop pressed: every rank stopped after {report.steps} of {report.total_steps} steps"
+        )
     data = report.to_dict()
     torch.save(final, out / "state.pt")
     (out / "result.json").write_text(json.dumps(data, indent=1), encoding="utf-8")

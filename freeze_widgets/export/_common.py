@@ -22,10 +22,13 @@ from torch import nn
 
 from freeze_widgets.base.modules import named_parameters_of, preserved_modes
 from freeze_widgets.base.wording import first_line
+from freeze_widgets.cost.meta_forward import meta_copy, to_meta
 from freeze_widgets.export.binding import BoundModule, PositionalInputs, unwrap_model
+from freeze_widgets.export.defaults import unexportable_output
 from freeze_widgets.export.parity import (
     BatchAxes,
     Runner,
+    Timing,
     attach_parity,
     batch_of,
     default_batches,
@@ -80,6 +83,12 @@ class Converter(Protocol):
     def load(self, job: ExportJob, written: Written) -> Loaded: ...
 
 
+TIMING_CHOICES = ("quick", "thorough", "off")
+# The quick timing spends at most this share of the export's own time on latency figures, so
+# an export with its default verification costs about 1.3x a plain torch.onnx.export.
+_QUICK_TIMING_SHARE = 0.1
+
+
 @dataclass(frozen=True)
 class VerifyOptions:
     """How the exported model is compared with PyTorch eager."""
@@ -90,8 +99,13 @@ class VerifyOptions:
     timing_runs: int
     warmup: int
     batch_axes: Mapping[str, int | None] | None = None
+    timing: str = "quick"  # "quick" (budgeted), "thorough" (every run) or "off"
 
     def __post_init__(self) -> None:
+        if self.timing not in TIMING_CHOICES:
+            raise ValueError(
+                f"timing must be one of {', '.join(map(repr, TIMING_CHOICES))}; got {self.timing!r}"
+            )
         if not isinstance(self.verify, bool):
             raise TypeError(f"verify must be True or False; got {type(self.verify).__name__}")
         if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, int | float):
@@ -182,7 +196,12 @@ def run_export(
     axes = resolve_batch_axes(inputs, check.batch_axes)
     with preserved_modes(module, eval_inside=True):
         traced = trace_inputs(inputs, axes) if dynamic_batch else dict(inputs)
-        n_outputs = _outputs_on(module, traced)  # before any folder or file is made
+        example_output = _outputs_on(module, traced)  # before any folder or file is made
+        source = source_model(module)
+        problem = unexportable_output(example_output, inspect.signature(source.forward))
+        if problem is not None:  # before any exporter prints a page about pytrees
+            raise ValueError(problem)
+        n_outputs = len(flatten(example_output))
         created = _first_missing(path.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
         job = ExportJob(
@@ -193,7 +212,7 @@ def run_export(
             output_names(n_outputs),
             dynamic_batch,
             axes,
-            source_model(module),
+            source,
         )
         start = time.perf_counter()
         try:
@@ -213,11 +232,11 @@ def run_export(
     return report
 
 
-def _outputs_on(module: nn.Module, inputs: Mapping[str, Any]) -> int:
-    """How many tensors one forward on ``inputs`` returns; a failure is named, not raw."""
+def _outputs_on(module: nn.Module, inputs: dict[str, Any]) -> Any:
+    """What one forward on ``inputs`` returns (its structure); a failure is named, not raw."""
     try:
         with torch.inference_mode():
-            return len(flatten(module(**inputs)))
+            return _example_output(module, inputs)
     except Exception as exc:
         shapes = {n: tuple(v.shape) for n, v in inputs.items() if isinstance(v, torch.Tensor)}
         raise ValueError(
@@ -235,6 +254,20 @@ def _first_missing(folder: Path) -> Path | None:
             break
         missing = candidate
     return missing
+
+
+def _example_output(module: nn.Module, inputs: dict[str, Any]) -> Any:
+    """What the model returns (its structure: names, types, count), for the output names and
+    the check for outputs no graph can return.
+
+    A meta-device copy answers without computing anything, so verifying costs less next to the
+    export; a model that cannot run on meta (a Python branch on a tensor's value) runs for real.
+    """
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    try:
+        return meta_copy(module, dtype)(**to_meta(inputs, dtype))
+    except Exception:  # data-dependent code needs real values: the plain forward
+        return module(**inputs)
 
 
 def _bound_batch_hint(job: ExportJob) -> str:
@@ -324,10 +357,22 @@ def _check_and_verify(
         stage.append("comparing with PyTorch eager")
         trace_batch = batch_of(job.inputs, job.batch_axes)
         batches = check.batches or default_batches(trace_batch, job.dynamic_batch)
-        timing = (check.timing_runs, check.warmup)
+        timing = _timing(check, report.export_seconds)
         attach_parity(
             report, loaded.make_runner(), job.model, inputs, job.batch_axes, batches, timing
         )
+
+
+def _timing(check: VerifyOptions, export_seconds: float) -> Timing:
+    """The latency plan: budgeted blocks by default, every run when thorough, none when off."""
+    if check.timing == "off":
+        return Timing(0, 0)
+    if check.timing == "thorough":
+        return Timing(check.timing_runs, check.warmup)
+    # The first batch size only, one block per engine, no extra warm-up (the parity check has
+    # just run both engines on the same feed): a cheap, honest figure; "thorough" times all.
+    budget = max(_QUICK_TIMING_SHARE * export_seconds / 2, 0.01)
+    return Timing(check.timing_runs, 0, budget, batches=1)
 
 
 def input_param_names(model: nn.Module) -> list[str]:

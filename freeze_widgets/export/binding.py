@@ -229,10 +229,15 @@ def _check_keywords(
 
 
 def _wrapped_module(model: nn.Module) -> tuple[nn.Module, str] | None:
-    """The module inside a torch.compile / (Distributed)DataParallel wrapper, and a note."""
+    """The module inside a torch.compile / (Distributed)DataParallel / PEFT wrapper, and a note."""
     inner = getattr(model, "_orig_mod", None)
     if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
         return inner, "torch.compile wrapper (OptimizedModule): exported its ._orig_mod"
+    base = getattr(model, "get_base_model", None)
+    if any(c.__name__ == "PeftModel" for c in type(model).__mro__) and callable(base):
+        # PEFT's forward(*args, **kwargs) hides the signature; its adapters live in the base.
+        note = f"{type(model).__name__} wrapper: exported its base model (adapters included)"
+        return base(), note
     parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
     if isinstance(model, parallel) and isinstance(model.module, nn.Module):
         return model.module, f"{type(model).__name__} wrapper: exported its .module"

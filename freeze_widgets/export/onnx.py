@@ -55,6 +55,7 @@ def export_onnx(
     verify_batches: Sequence[int] | None = None,
     timing_runs: int = 10,
     warmup: int = 2,
+    timing: Literal["quick", "thorough", "off"] = "quick",
 ) -> ExportReport:
     """Export ``model`` to ONNX, check the file and compare onnxruntime with PyTorch.
 
@@ -83,9 +84,15 @@ def export_onnx(
         tolerance: Largest accepted ``max|diff| / max|eager|`` per output (scale-relative,
             docs/design.md trap 17); outputs too close to zero to judge fail.
         verify_batches: Batch sizes to verify at; default two sizes other than the traced one
-            (1 and 5 when tracing at 2).
+            (1 and 3 when tracing at 2).
         timing_runs: Timed runs per latency figure (median reported).
         warmup: Untimed runs before timing.
+        timing: ``"quick"`` (default): latency at the first verified batch size only, each
+            engine timed in its own block right after the parity run on the same input (its
+            warm-up), the blocks together capped at a tenth of the export's time (at least one
+            run each), so verifying costs little next to exporting; ``"thorough"``: ``warmup`` then
+            all ``timing_runs`` per block; ``"off"``: parity only. onnxruntime runs with as
+            many threads as PyTorch and spin-waiting off (docs/design.md, trap 25).
 
     Returns:
         An :class:`ExportReport`; ``report.ok`` tells whether every check passed.
@@ -102,7 +109,7 @@ def export_onnx(
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int)):
         raise TypeError(f"opset must be an int or None; got {type(opset).__name__}")
     check = VerifyOptions(
-        verify, tolerance, verify_batches, timing_runs, warmup, batch_axes=batch_axes
+        verify, tolerance, verify_batches, timing_runs, warmup, batch_axes=batch_axes, timing=timing
     )
     converter = _OnnxConverter(exporter, opset)
     return run_export(

@@ -39,7 +39,8 @@ def default_batches(trace_batch: int | None, dynamic_batch: bool) -> list[int]:
     """Two batch sizes other than the traced one (a static batch can only be checked as is)."""
     if trace_batch is None or not dynamic_batch:
         return [trace_batch or 1]
-    return [b for b in (1, 5, 3) if b != trace_batch][:2]
+    # Small sizes: a verification forward at batch 5 cost more than the export on a busy CPU.
+    return [b for b in (1, 3, 5) if b != trace_batch][:2]
 
 
 def resize_batch(
@@ -141,24 +142,39 @@ def compare(exported: Sequence[Any], eager: Sequence[torch.Tensor], tolerance: f
     return Comparison(max_abs, max_rel, min_scale, ok and judged, too_small, non_finite)
 
 
-def paired_median_ms(
-    first: Callable[[], Any], second: Callable[[], Any], runs: int, warmup: int
-) -> tuple[float, float]:
-    """Median milliseconds of two callables, timed alternately.
+@dataclass(frozen=True)
+class Timing:
+    """How latency is timed: ``runs`` per engine after ``warmup``, each engine in its own block.
 
-    Alternating run by run means both see the same machine load, so their ratio holds up
-    on a busy machine better than timing one block after the other.
+    ``budget_s`` caps each block (after at least one run) so the default verification stays cheap
+    next to the export; None times all ``runs`` (the thorough choice). ``runs == 0``: no timing.
+    The parity check's own call on the same feed comes first, so ``warmup`` may be 0.
     """
-    for _ in range(warmup):
-        first()
-        second()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(max(runs, 1)):
-        for fn, bucket in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            fn()
-            bucket.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times[0]), statistics.median(times[1])
+
+    runs: int
+    warmup: int
+    budget_s: float | None = None
+    batches: int | None = None  # how many of the verified batch sizes to time (None: all)
+
+
+def block_median_ms(fn: Callable[[], Any], timing: Timing) -> tuple[float, int]:
+    """(median ms, runs timed) of ``fn`` called in one block after its warm-up.
+
+    One engine at a time: alternating eager and onnxruntime runs while onnxruntime's threads
+    spin-wait slows the eager side 3-40x on a small machine (docs/design.md, trap 25).
+    """
+    for _ in range(timing.warmup):
+        fn()
+    times: list[float] = []
+    block = time.perf_counter()
+    while len(times) < max(timing.runs, 1):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+        spent = time.perf_counter() - block
+        if timing.budget_s is not None and spent > timing.budget_s:
+            break
+    return statistics.median(times), len(times)
 
 
 def _parity_at(
@@ -166,19 +182,22 @@ def _parity_at(
     model: nn.Module,
     feed: Mapping[str, Any],
     tolerance: float,
-    timing: tuple[int, int],
-) -> tuple[Comparison, float, float]:
-    """(comparison, eager ms, exported ms) of one feed."""
+    timing: Timing,
+) -> tuple[Comparison, float, float, int]:
+    """(comparison, eager ms, exported ms, runs timed) of one feed; NaN ms when not timed."""
     with torch.inference_mode():
         eager = flatten(model(**feed))
     comparison = compare(run(feed), eager, tolerance)
+    if timing.runs == 0:
+        return comparison, float("nan"), float("nan"), 0
 
     def eager_call() -> Any:
         with torch.inference_mode():
             return model(**feed)
 
-    eager_ms, exported_ms = paired_median_ms(eager_call, lambda: run(feed), *timing)
-    return comparison, eager_ms, exported_ms
+    eager_ms, n = block_median_ms(eager_call, timing)
+    exported_ms, m = block_median_ms(lambda: run(feed), timing)
+    return comparison, eager_ms, exported_ms, min(n, m)
 
 
 def attach_parity(
@@ -188,18 +207,19 @@ def attach_parity(
     inputs: Mapping[str, Any],
     axes: BatchAxes,
     batches: Sequence[int],
-    timing: tuple[int, int],
+    timing: Timing,
 ) -> None:
     """Compare the exported ``run`` with eager ``model`` on fresh inputs at each batch size.
 
-    Fills ``report.parity`` (with median latencies; ``timing`` is (runs, warmup)) and marks
-    the report verified.
+    Fills ``report.parity`` (with median latencies, each engine timed in its own block) and
+    marks the report verified.
     """
     generator = torch.Generator().manual_seed(0)
     results = []
-    for batch in batches:
+    for i, batch in enumerate(batches):
         feed = resize_batch(inputs, axes, batch, generator)
-        c, eager_ms, exported_ms = _parity_at(run, model, feed, report.tolerance, timing)
+        timed = timing if timing.batches is None or i < timing.batches else Timing(0, 0)
+        c, eager_ms, exported_ms, runs = _parity_at(run, model, feed, report.tolerance, timed)
         results.append(
             ParityResult(
                 batch,
@@ -211,6 +231,7 @@ def attach_parity(
                 c.scale,
                 c.too_small,
                 c.non_finite,
+                runs,
             )
         )
     report.parity = results
@@ -225,6 +246,9 @@ def ort_runner(path: Path) -> Runner:
     # Same thread budget as PyTorch, so the latency comparison is like for like.
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # No spin-waiting between runs: spinning threads steal the cores eager PyTorch needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     expected = {i.name for i in session.get_inputs()}

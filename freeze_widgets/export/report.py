@@ -28,6 +28,7 @@ class ParityResult:
     scale: float = float("nan")  # max |eager| of the smallest output
     too_small: bool = False  # outputs too close to zero for any comparison to mean something
     non_finite: bool = False  # the PyTorch outputs hold NaN/inf: nothing to compare against
+    timed_runs: int = 0  # runs behind each latency median (0: not timed)
 
 
 @dataclass
@@ -92,8 +93,7 @@ class ExportReport:
             ("graph inputs", ", ".join(self.graph_inputs) or "-"),
             ("bound", ", ".join(self.bound_names) or "-"),
             ("outputs", ", ".join(self.output_names) or "-"),
-            ("initializers", str(self.initializer_count)),
-            *self._freeze_rows(),
+            ("initializers", self._initializers()),
             ("file size", format_bytes(self.file_bytes)),
             ("export time", f"{self.export_seconds:.2f} s"),
         ]
@@ -108,16 +108,27 @@ class ExportReport:
         rows.append(("status", "OK" if self.ok else "FAILED"))
         return rows
 
-    def _freeze_rows(self) -> list[tuple[str, str]]:
+    def _initializers(self) -> str:
+        """The count, and what the tensors stored in the file are (weights vs the rest)."""
+        n = self.initializer_count
         if self.freeze_marked is None:
-            return []
+            return str(n)
         frozen, trainable = self.freeze_marked
-        return [("freeze in graph", f"{frozen} frozen, {trainable} trainable initializers")]
+        rest = max(n - frozen - trainable, 0)
+        return (
+            f"{n} tensors stored in the file: {frozen} frozen weights, {trainable} trainable "
+            f"weights (marked so in the file), {rest} buffers and constants"
+        )
 
     def _parity_rows(self, p: ParityResult) -> list[tuple[str, str]]:
         """The parity verdict and the latency comparison at one batch size."""
         runtime = "onnxruntime" if self.exporter.startswith("onnx") else "torchscript"
         ratio = p.exported_ms / p.eager_ms if p.eager_ms > 0 else float("nan")
+        # Two decimals, or two significant digits below 0.1 ("0.00x" said nothing).
+        shown = f"{ratio:.2f}" if not ratio < 0.1 else f"{ratio:.2g}"
+        how = f" ({shown}x)"
+        if p.timed_runs:
+            how += f", each timed in its own block after warm-up, median of {p.timed_runs} runs"
         if p.non_finite:
             verdict = (
                 "NOT JUDGEABLE: the PyTorch model's own outputs hold NaN or inf on these "
@@ -137,7 +148,9 @@ class ExportReport:
             (f"parity @ batch {p.batch}", verdict),
             (
                 f"latency @ batch {p.batch}",
-                f"eager {p.eager_ms:.2f} ms, {runtime} {p.exported_ms:.2f} ms ({ratio:.2f}x)",
+                f"eager {p.eager_ms:.2f} ms, {runtime} {p.exported_ms:.2f} ms{how}"
+                if p.eager_ms == p.eager_ms  # NaN: not timed
+                else "not timed (timing='thorough' times every batch size)",
             ),
         ]
 

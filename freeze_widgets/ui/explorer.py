@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import html
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +17,11 @@ from freeze_widgets.base.checks import on_meta_device
 from freeze_widgets.cost.estimate import CostEstimate, estimate_cost
 from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.models.vision import load_model
-from freeze_widgets.models.weights import WEIGHTS_HINT_ATTR, weights_source
+from freeze_widgets.models.weights import (
+    WEIGHTS_HINT_ATTR,
+    PretrainedWeightsUnavailable,
+    weights_source,
+)
 from freeze_widgets.tree import ModuleTree, Node, NodeState, ParamCounts
 from freeze_widgets.ui.background import BusyState
 from freeze_widgets.ui.config_view import ConfigView
@@ -27,7 +32,9 @@ from freeze_widgets.ui.header import Header, weights_notice
 from freeze_widgets.ui.lifecycle import close_widget_tree, current_cell_id, remember, take_previous
 from freeze_widgets.ui.messages import MessageArea
 from freeze_widgets.ui.panels_host import PanelsHost
-from freeze_widgets.ui.payload import filter_visible
+from freeze_widgets.ui.payload import visible_rows
+from freeze_widgets.ui.shapes import ShapeCache
+from freeze_widgets.ui.staleness import ModelChanged, structure_key
 from freeze_widgets.ui.toolbar import Toolbar
 from freeze_widgets.ui.tree_widget import TreeWidget
 
@@ -51,7 +58,7 @@ def _guarded(context: str) -> Callable[[F], F]:
         def run(self: FreezeExplorer, *args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(self, *args, **kwargs)
-            except ModelBusy as exc:
+            except (ModelBusy, ModelChanged) as exc:
                 self.messages.refuse(f"{context} refused: {exc}")
             except Exception as exc:
                 self.messages.error(exc, context)
@@ -75,6 +82,8 @@ class FreezeExplorer(widgets.VBox):
         title: Header title (default: the model's class name).
         spec_path: Default file for saving and loading the freeze spec.
         model_name: The name the model was loaded by (says where its weights file goes).
+        data: What the demo fine-tune trains on (a Dataset, a DataLoader, ``"digits"`` or an
+            ImageFolder path); None: synthetic shapes, or what is typed in its data field.
 
     Example:
         >>> from torchvision.models import resnet18
@@ -91,12 +100,15 @@ class FreezeExplorer(widgets.VBox):
         title: str | None = None,
         spec_path: str = "freeze_spec.json",
         model_name: str | None = None,
+        data: Any = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"FreezeExplorer needs a torch.nn.Module, got {type(model).__name__}")
         self._model: nn.Module | None = model
         self._tree: ModuleTree | None = ModuleTree(model)
+        self._key = structure_key(model)
+        self._shapes = ShapeCache()  # output shapes per row, from a meta-device forward
         self._cost: LiveCost | None = LiveCost(model)
         self._busy = BusyState()
         self._busy_note = ""
@@ -125,6 +137,7 @@ class FreezeExplorer(widgets.VBox):
             on_finetune_finished=self._on_finetune_finished,
             get_bn_policy=lambda: self.bn_policy,
             meta=on_meta_device(model),
+            data=data,
         )
         self.open_finetune = self.panels.open_finetune
         self.open_export = self.panels.open_export
@@ -149,6 +162,7 @@ class FreezeExplorer(widgets.VBox):
         self.tree_view.on("freeze_to", self._on_freeze_to)
         tb = self.toolbar
         tb.filter.observe(self._on_filter, names="value")
+        tb.trainable_only.observe(lambda _c: self._on_filter({"new": tb.filter.value}), "value")
         tb.expand.on_click(lambda _b: self.tree_view.expand_all(True))
         tb.collapse.on_click(lambda _b: self.tree_view.expand_all(False))
         tb.freeze_all.on_click(lambda _b: self._on_tick({"path": "", "frozen": True}))
@@ -217,6 +231,7 @@ class FreezeExplorer(widgets.VBox):
     def refresh(self) -> None:
         """Re-read the model after it was changed in another cell (``requires_grad``, modules)."""
         self.tree.refresh()
+        self._key = structure_key(self.model)
         if self._cost is not None:
             self._cost.reload()
         self._resync()
@@ -248,7 +263,7 @@ class FreezeExplorer(widgets.VBox):
         """Full reload of every view from the tree (build, refresh, after an error)."""
         if self._tree is None:
             return
-        self.tree_view.load(self.tree)
+        self.tree_view.load(self.tree, self._shapes.get(self.model, self._key))
         self._show_filter(self.toolbar.filter.value)
         self._after_change()
 
@@ -260,8 +275,11 @@ class FreezeExplorer(widgets.VBox):
         self.panels.after_freeze_change()  # the "lr ×" rows of newly frozen layers read 0
 
     def _apply(self, changed: list[Node]) -> None:
+        self._key = structure_key(self.model)  # our own changes (a BatchNorm swap) are known
         if changed:
             self.tree_view.send_delta(changed)
+            if self.toolbar.trainable_only.value:  # what trains changed: so does the view
+                self._show_filter(self.toolbar.filter.value)
             swapped = self.bn_policy == "frozen" and any(
                 "BatchNorm" in n.type_name for n in changed
             )
@@ -283,14 +301,23 @@ class FreezeExplorer(widgets.VBox):
         )
 
     def _show_filter(self, text: str) -> None:
-        visible = filter_visible(self.tree, text)
+        visible, note = visible_rows(self.tree, text, self.toolbar.trainable_only.value)
         self.tree_view.show_only(visible)
-        no_match = visible is not None and len(visible) <= 1
-        self.tree_view.note = f"No module matches {text.strip()!r}" if no_match else ""
+        self.tree_view.note = note
 
     # ------------------------------------------------------------------ busy state
 
+    def _check_current(self) -> None:
+        """Refuse (after re-reading the model) when it changed outside the explorer."""
+        if structure_key(self.model) != self._key:
+            self.refresh()
+            raise ModelChanged(
+                "the model was changed outside the explorer (a module or parameter replaced) "
+                "since its tree was built; the tree now shows the model as it is: try again"
+            )
+
     def _check_idle(self) -> None:
+        self._check_current()
         reason = self._busy.reason
         if reason is not None:
             raise ModelBusy(
@@ -306,7 +333,7 @@ class FreezeExplorer(widgets.VBox):
             control.disabled = busy
         self.panels.show_busy(busy)
         if busy:
-            self._busy_note = f"{reason}: ticks and other model changes wait until it ends"
+            self._busy_note = f"{reason}: ticks and other model changes are refused until it ends"
             self.messages.info(self._busy_note)
         else:
             # The busy line and any refusal it caused are out of date once the run ends.
@@ -334,9 +361,13 @@ class FreezeExplorer(widgets.VBox):
             raise ValueError(f"freeze_to message without a path: {content!r}")
         self._check_idle()
         changed = self.tree.freeze_through(path, bn=self.bn_policy)
-        self.messages.info(
-            f"froze everything up to and including {path or 'the model'}; the rest trains"
+        counts = self.tree.counts
+        rest = (
+            f"the rest trains ({counts.trainable:,} parameters)"
+            if counts.trainable
+            else "nothing is left to train: every parameter is frozen"
         )
+        self.messages.info(f"froze everything up to and including {path or 'the model'}; {rest}")
         self._apply(changed)
 
     @_guarded("after fine-tune")
@@ -421,7 +452,10 @@ def explore(
         for old in take_previous(None, cell):
             old.close()  # before loading: the old model's memory is free for the new one
         kwargs.setdefault("title", name)
-        model = load_model(name, pretrained=pretrained, device=device)
+        with warnings.catch_warnings():
+            # Said once, in the explorer's header (weights_notice), not also as a stderr box.
+            warnings.simplefilter("ignore", PretrainedWeightsUnavailable)
+            model = load_model(name, pretrained=pretrained, device=device)
         kwargs.setdefault("model_name", name)
     for old in take_previous(model, cell):
         old.close()

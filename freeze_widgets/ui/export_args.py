@@ -17,9 +17,12 @@ from torch import nn
 
 from freeze_widgets.base.modules import default_input_shape as base_default_shape
 from freeze_widgets.base.modules import named_parameters_of
+from freeze_widgets.export.binding import unwrap_model
+from freeze_widgets.export.defaults import DEPLOYMENT_BINDINGS, KEPT_INPUTS
 
 __all__ = [
     "ArgRow",
+    "bound_text",
     "default_input_shape",
     "example_text",
     "forward_module",
@@ -50,19 +53,9 @@ EXAMPLE_HINT = (
 
 
 def forward_module(model: nn.Module) -> nn.Module:
-    """The module whose forward has the real signature: unwraps DataParallel/DDP and compile."""
-    seen = 0
-    while seen < 8:  # wrappers nest rarely; the bound keeps a cyclic attribute from looping
-        seen += 1
-        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
-        if inner is None and isinstance(
-            model, nn.DataParallel | nn.parallel.DistributedDataParallel
-        ):
-            inner = model.module
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-    return model
+    """The module whose forward has the real signature: DataParallel/DDP, compile and PEFT
+    wrappers looked through (the one rule :func:`bind` and the exporters use)."""
+    return unwrap_model(model)[0]
 
 
 def default_input_shape(model: nn.Module) -> tuple[int, ...]:
@@ -90,14 +83,25 @@ def initial_modes(params: list[inspect.Parameter]) -> dict[str, str]:
     """Required arguments are inputs; if none is, the first one whose default is None is.
 
     transformers models default every argument (``input_ids=None``), so "required" alone would
-    bind them all; None is no usable value for the main input.
+    bind them all; None is no usable value for the main input. Beside that main input, the
+    attention mask stays an input (a batch of prompts needs its padding).
     """
     modes = {p.name: "input" if p.default is p.empty else "bound" for p in params}
     if "input" not in modes.values():
         first = next((p for p in params if p.default is None), params[0] if params else None)
         if first is not None:
             modes[first.name] = "input"
+            for name in KEPT_INPUTS:
+                if name in modes:
+                    modes[name] = "input"
     return modes
+
+
+def bound_text(param: inspect.Parameter) -> str:
+    """The value a bound row starts with: what a deployment export needs, else the default."""
+    if param.name in DEPLOYMENT_BINDINGS:
+        return repr(DEPLOYMENT_BINDINGS[param.name])
+    return repr(param.default) if param.default is not inspect.Parameter.empty else ""
 
 
 def positional_parameter(index: int) -> inspect.Parameter:
@@ -195,8 +199,7 @@ class ArgRow(widgets.HBox):
 
     def __init__(self, param: inspect.Parameter, mode: str, example: str) -> None:
         self.param = param
-        has_default = param.default is not inspect.Parameter.empty
-        self._texts = {"input": example, "bound": repr(param.default) if has_default else ""}
+        self._texts = {"input": example, "bound": bound_text(param)}
         self.mode = widgets.ToggleButtons(
             options=["input", "bound"],
             value=mode,
@@ -207,8 +210,10 @@ class ArgRow(widgets.HBox):
         self.value = widgets.Text(value=self._texts[mode], layout=widgets.Layout(width="260px"))
         self.hint = widgets.HTML()
         self.mode.observe(self._on_mode, names="value")
+        # At least 140 px so short names line up; a long name widens its row, never clipped.
         label = widgets.HTML(
-            f"<code>{html.escape(param.name)}</code>", layout=widgets.Layout(width="140px")
+            f"<code>{html.escape(param.name)}</code>",
+            layout=widgets.Layout(min_width="140px", width="auto", flex="0 0 auto"),
         )
         super().__init__([label, self.mode, self.value, self.hint])
         self.add_class("fw-arg-row")

@@ -16,12 +16,12 @@ from torch import nn
 
 from freeze_widgets.base.checks import on_meta_device
 from freeze_widgets.export import BoundModule, ExportReport, bind, export_onnx, export_torchscript
+from freeze_widgets.export.binding import unwrap_model
 from freeze_widgets.ui.background import BackgroundWork
 from freeze_widgets.ui.export_args import (
     ArgRow,
     default_input_shape,
     example_text,
-    forward_module,
     initial_modes,
     model_params,
     parse_bound_value,
@@ -187,11 +187,12 @@ class ExportPanel(BackgroundWork, widgets.VBox):
         they keep their defaults: transformers' decorators inject ``use_cache`` by keyword and
         a positional value for it would collide (docs/design.md, trap 16).
         """
-        inner = forward_module(model)
+        inner, notes = unwrap_model(model)
         if self.positional:
             params = [positional_parameter(i) for i in range(len(self.args))]
             return BoundModule(inner, inspect.Signature(params), bound)
         checked = bind(inner, **bound)  # validates names and constants
+        checked.unwrapped = notes
         params = model_params(inner)
         used = [
             i
@@ -203,7 +204,9 @@ class ExportPanel(BackgroundWork, widgets.VBox):
             return checked
         kept = {p.name for p in keep}
         prefix_bound = {name: value for name, value in bound.items() if name in kept}
-        return BoundModule(inner, inspect.Signature(keep), prefix_bound)
+        target = BoundModule(inner, inspect.Signature(keep), prefix_bound)
+        target.unwrapped = notes
+        return target
 
     def run(self, block: bool = False) -> None:
         """Export in a background thread (the notebook stays responsive)."""
@@ -313,7 +316,7 @@ def _is_default(param: inspect.Parameter, value: Any) -> bool:
         return False
 
 
-_RATIO = re.compile(r"\(([^()]*)x\)$")
+_RATIO = re.compile(r"\(([^()]*)x\)")
 
 
 def _explain(label: str, value: str, runtime: str) -> str:

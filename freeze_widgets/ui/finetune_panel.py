@@ -7,9 +7,9 @@ a script with ``finetune(model, ...)``.
 
 from __future__ import annotations
 
+import copy
 import html
 import inspect
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,16 +19,27 @@ import ipywidgets as widgets
 from torch import nn
 
 from freeze_widgets.base.checks import on_meta_device
-from freeze_widgets.checks.findings import Finding
 from freeze_widgets.checks.preflight import check_distributed
 from freeze_widgets.data.synthetic import (
     DEFAULT_IMAGE_SIZE,
-    DEFAULT_SYNTHETIC_CLASSES,
-    DEFAULT_SYNTHETIC_N,
 )
 from freeze_widgets.run import finetune
-from freeze_widgets.training import FineTuneReport, StepEvent, VerificationRow
+from freeze_widgets.training import FineTuneReport, StepEvent
 from freeze_widgets.ui.background import BackgroundWork
+from freeze_widgets.ui.finetune_head import (
+    HeadPlan,
+    apply_trained,
+    data_classes,
+    plan_head,
+    resolve_data,
+)
+from freeze_widgets.ui.finetune_render import (
+    data_description,
+    figures_html,
+    findings_html,
+    finish_line,
+    verification_html,
+)
 from freeze_widgets.ui.lifecycle import close_widget_tree
 from freeze_widgets.ui.lr_schedule import ScheduleControl
 from freeze_widgets.ui.messages import MessageArea
@@ -42,128 +53,14 @@ __all__ = ["FineTunePanel", "data_description", "figures_html", "verification_ht
 
 #: The live plot is redrawn at most this often (seconds): each redraw is a comm message.
 PLOT_INTERVAL = 0.5
+COPY = "train a copy"
+IN_PLACE = "replace the head in my model"
 _RUN_TOOLTIP = "Train the trainable part, then check bitwise that the frozen part did not move"
-
-_GREEN = "var(--jp-success-color1,#2e7d32)"
-_RED = "var(--jp-error-color1,#c62828)"
-_AMBER = "var(--jp-warn-color1,#ef6c00)"
-
-
-# --------------------------------------------------------------------------- pure renderers
-
-
-def _row_html(row: VerificationRow, colour: str) -> str:
-    change = f"{row.max_abs_change:.3g}" if row.changed else "0"
-    note = f" ({html.escape(row.note)})" if row.note else ""
-    return (
-        f'<tr style="color:{colour}"><td><code>{html.escape(row.name)}</code></td>'
-        f"<td>{row.kind}</td><td>{'frozen' if row.was_frozen else 'trainable'}</td>"
-        f"<td>{change}</td><td>{html.escape(row.status)}{note}</td></tr>"
-    )
-
-
-def _table(rows: list[str]) -> str:
-    head = "<tr><th>tensor</th><th>kind</th><th>was</th><th>max |change|</th><th>status</th></tr>"
-    return (
-        '<table style="border-collapse:collapse;font-size:0.85em">'
-        + head
-        + "".join(rows)
-        + "</table>"
-    )
-
-
-def verification_html(report: FineTuneReport) -> str:
-    """Summary lines, then the offending rows in red, or all frozen rows green behind a toggle."""
-    verdict_colour = _GREEN if report.ok else _RED
-    lines = "<br>".join(html.escape(line) for line in report.verification_lines())
-    parts = [
-        f'<div class="fw-verify"><div style="color:{verdict_colour};font-weight:600">'
-        f"{'&#10004;' if report.ok else '&#10008;'} {lines}</div>"
-    ]
-    moved = report.moved
-    silent = report.no_gradient_path
-    if moved or silent:
-        rows = [_row_html(r, _RED) for r in moved] + [_row_html(r, _AMBER) for r in silent]
-        parts.append(_table(rows))
-    frozen = [r for r in report.verification if r.was_frozen and r.status != "MOVED"]
-    if frozen:
-        unchanged = sum(1 for r in frozen if not r.changed)
-        parts.append(
-            f"<details><summary>{len(frozen)} frozen tensors checked, {unchanged} bitwise "
-            f"unchanged</summary>"
-            + _table([_row_html(r, _GREEN if not r.changed else _AMBER) for r in frozen])
-            + "</details>"
-        )
-    parts.append("</div>")
-    return "".join(parts)
-
-
-def figures_html(report: FineTuneReport) -> str:
-    """The run's figures as a small two-column table."""
-    epochs = f"{report.epochs} epoch{'' if report.epochs == 1 else 's'}"
-    items: list[tuple[str, str]] = [
-        ("steps", f"{report.steps} of {report.total_steps} ({epochs})"),
-        ("samples/s", f"{report.samples_per_second:.1f}"),
-        ("time", f"{report.total_seconds:.1f} s"),
-    ]
-    # The plot shows each step's batch; the epoch figures average a whole epoch: say which.
-    if report.final_loss is not None:
-        items.append(("loss, last step", f"{report.final_loss:.4g}"))
-    if report.step_acc:
-        items.append(("accuracy, last step's batch", f"{report.step_acc[-1]:.1%}"))
-    if report.final_acc is not None:
-        last = len(report.epoch_acc)
-        items.append((f"accuracy, mean over epoch {last}", f"{report.final_acc:.1%}"))
-    items.append(("head", report.head_replaced or "kept"))
-    items.append(("BatchNorm policy", report.bn_policy))
-    if report.frozen_prefix:
-        items.append(("no_grad prefix", ", ".join(report.frozen_prefix)))
-    if report.cached_epochs:
-        items.append(("cached-feature epochs", ", ".join(map(str, report.cached_epochs))))
-    for event in report.unfreeze_events:
-        items.append((f"epoch {event.epoch}", f"unfroze {event.group} (lr {event.lr:.3g})"))
-    if report.stopped_early:
-        items.append(("stopped", report.stop_reason or "early"))
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in items)
-    return f'<table class="fw-finetune-figures" style="font-size:0.85em">{rows}</table>'
-
-
-def findings_html(findings: list[Finding]) -> str:
-    """The preflight's findings before a multi-process run (what DDP would trip over)."""
-    if not findings:
-        return "<small>Preflight for DDP: no findings.</small>"
-    items = "".join(
-        f"<li><b>{html.escape(f.kind)}</b>"
-        + (f" <code>{html.escape(f.path)}</code>" if f.path else "")
-        + f": {html.escape(f.message)} <i>Fix:</i> {html.escape(f.fix)}</li>"
-        for f in findings
-    )
-    return f"<small>Preflight for DDP ({len(findings)} findings):</small><ul>{items}</ul>"
 
 
 def _finetune_takes(name: str) -> bool:
     """Whether this version of :func:`finetune` has the keyword ``name`` (``nproc`` is new)."""
     return name in inspect.signature(finetune).parameters
-
-
-def data_description(data: Any, num_classes: int, image_size: int) -> str:
-    """What a run trains on, in one line (synthetic shapes unless a dataset was given)."""
-    if data is None or data == "synthetic":
-        return (
-            f"Data: synthetic shapes ({DEFAULT_SYNTHETIC_N} generated {image_size}x{image_size} "
-            f"images of stripes, discs, squares, rings..., {num_classes} classes), not your "
-            "data. To train on your own, pass data= (a Dataset, a DataLoader, an ImageFolder "
-            "path, or 'digits') to FineTunePanel or finetune()."
-        )
-    if data == "digits":
-        return (
-            "Data: scikit-learn's 8x8 handwritten digits (offline, training split, 10 classes), "
-            f"upscaled to {image_size}x{image_size}"
-        )
-    if isinstance(data, str | os.PathLike):
-        return f"Data: the image folder {os.fspath(data)} (resized to {image_size}px)"
-    size = f", {len(data)} items" if hasattr(data, "__len__") else ""
-    return f"Data: the {type(data).__name__} you passed{size}"
 
 
 # --------------------------------------------------------------------------- the panel
@@ -201,11 +98,9 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         self._data = data
         self._image_size = image_size
         self._make_controls(data)
-        self.data_note = widgets.HTML(
-            f"<small>{html.escape(data_description(data, int(self.num_classes.value), image_size))}"
-            "</small>"
-        )
+        self.data_note = widgets.HTML()
         self.data_note.add_class("fw-finetune-data")
+        self._make_head_controls()
         self.run_button = widgets.Button(
             description="Run fine-tune", icon="play", tooltip=_RUN_TOOLTIP
         )
@@ -233,6 +128,9 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         super().__init__(
             [
                 self.data_note,
+                self.data_field,
+                self.head_note,
+                self.head_choice,
                 widgets.HBox([self.epochs, self.steps, self.lr]),
                 widgets.HBox([self.batch_size, self.num_classes, self.processes]),
                 self.schedule,
@@ -242,13 +140,44 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
                 self.messages,
                 self.preflight,
                 self.results,
+                self.apply_button,
             ],
             **kwargs,
         )
         self.add_class("fw-finetune")
         self.run_button.on_click(self._on_run)
         self.stop_button.on_click(self._on_stop)
+        self.apply_button.on_click(self._on_apply)
+        self.num_classes.observe(self._on_plan_input, names="value")
+        self.data_field.observe(self._on_plan_input, names="value")
         self.refresh_state()
+
+    def _make_head_controls(self) -> None:
+        """The data field, what the run does with the head, and the copy / in-place choice."""
+        self.data_field = widgets.Text(
+            value="synthetic",
+            description="data",
+            placeholder="synthetic, digits, or an ImageFolder path",
+            tooltip="synthetic, digits (offline), or a folder with one sub-folder per class",
+            layout=widgets.Layout(width="420px", display="none" if self._data is not None else ""),
+        )
+        self.data_field.add_class("fw-finetune-data-field")
+        self.head_note = widgets.HTML()
+        self.head_note.add_class("fw-finetune-head")
+        self.head_choice = widgets.ToggleButtons(
+            options=[COPY, IN_PLACE], value=COPY, style={"button_width": "auto"}
+        )
+        self.head_choice.add_class("fw-finetune-head-choice")
+        self.apply_button = widgets.Button(
+            description="Apply to my model",
+            icon="check",
+            tooltip="Put the trained copy's new head and weights into your model",
+            layout=widgets.Layout(width="auto", display="none"),
+        )
+        self.apply_button.add_class("fw-finetune-apply")
+        self.trained_copy: nn.Module | None = None
+        self._show_plan()
+        self._show_rate_plan()
 
     def _make_controls(self, data: Any) -> None:
         """The run's settings; "processes" shows only where finetune() takes ``nproc``."""
@@ -262,7 +191,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             32, min=1, max=4096, description="batch", style=style
         )
         self.num_classes = widgets.BoundedIntText(
-            DEFAULT_SYNTHETIC_CLASSES if data is None else 0,
+            0,
             min=0,
             max=100_000,
             description="classes (0 = from data)",
@@ -283,9 +212,9 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             control.layout.width = "150px"
         self.schedule = ScheduleControl()  # its planned rates show before the run
         for control in (self.epochs, self.lr, self.schedule.choice):
-            control.observe(self._show_plan, names="value")
+            control.observe(self._show_rate_plan, names="value")
 
-    def _show_plan(self, _change: Any = None) -> None:
+    def _show_rate_plan(self, _change: Any = None) -> None:
         self.schedule.show_plan(self._get_model(), float(self.lr.value), int(self.epochs.value))
 
     # ------------------------------------------------------------------ public
@@ -310,6 +239,8 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             self.messages.info(meta_tooltip("fine-tune"))
             return
         self.results.value = ""
+        self.trained_copy = None
+        self.apply_button.layout.display = "none"
         self.plot.value = ""  # the previous run's curves must not pass for this run's
         self.plot.layout.display = "none"
         self.last_error = None
@@ -326,6 +257,26 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             self.stop_button.disabled = True
             self.eta.value = ""
             self.messages.info(busy_line(self.busy))
+
+    def head_plan(self) -> HeadPlan:
+        """What the next run does with the head (kept when the data's classes fit it)."""
+        data = resolve_data(self._data, self.data_field.value)
+        return plan_head(self._get_model(), data, int(self.num_classes.value))
+
+    def apply_copy(self) -> None:
+        """Put the trained copy's new head and weights into the user's model, then notify."""
+        trained = self.trained_copy
+        if trained is None:
+            raise RuntimeError("no trained copy: run with 'train a copy' first")
+        if self.busy is not None and self.busy.reason is not None:
+            raise RuntimeError(f"{self.busy.reason}; apply when it ends")
+        apply_trained(self._get_model(), trained)
+        self.trained_copy = None
+        self.apply_button.layout.display = "none"
+        self.messages.info("applied: your model now has the trained copy's head and weights")
+        self._show_plan()
+        if self._on_finished is not None and self.last_report is not None:
+            self._on_finished(self.last_report)
 
     def stop(self) -> None:
         """Ask the run to stop after its current step."""
@@ -355,14 +306,38 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
     def _on_stop(self, _button: widgets.Button) -> None:
         self.stop()
 
+    def _on_apply(self, _button: widgets.Button) -> None:
+        try:
+            self.apply_copy()
+        except Exception as exc:  # one line, never a traceback
+            self.messages.error(exc, "apply")
+
+    def _on_plan_input(self, _change: Any) -> None:
+        self._show_plan()
+
+    def _show_plan(self) -> None:
+        """Say what the data is and what the run does with the head, before the run."""
+        data = resolve_data(self._data, self.data_field.value)
+        classes = int(self.num_classes.value) or data_classes(data) or 0
+        line = data_description(data, classes, self._image_size)
+        self.data_note.value = f"<small>{html.escape(line)}</small>"
+        try:
+            plan = self.head_plan()
+        except Exception as exc:  # e.g. a model that cannot be read: the run will say why
+            self.head_note.value = f"<small>{html.escape(str(exc))}</small>"
+            return
+        self.head_note.value = f"<small>{html.escape(plan.line)}</small>"
+        self.head_choice.layout.display = "none" if plan.keep else ""
+
     def _options(self) -> dict[str, Any]:
         bn = self._get_bn_policy() if self._get_bn_policy is not None else None
+        plan = self.head_plan()
         options: dict[str, Any] = {
             "epochs": int(self.epochs.value),
             "steps": int(self.steps.value) or None,
             "lr": float(self.lr.value),
             "batch_size": int(self.batch_size.value),
-            "num_classes": int(self.num_classes.value) or None,
+            "num_classes": plan.num_classes,
             "bn": bn,
             "image_size": self._image_size,
         }
@@ -381,21 +356,22 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         try:
             model = self._get_model()
             options = self._options()
+            data = resolve_data(self._data, self.data_field.value)
+            if not self.head_plan().keep and self.head_choice.value == COPY:
+                model = copy.deepcopy(model)  # a new head goes on a copy, not the user's model
+                self.trained_copy = model
             if "nproc" in options:
                 self.preflight.value = findings_html(check_distributed(model, "ddp"))
-                # Worker processes report no steps back; Stop (or closing) kills them at once.
-                self.eta.value = f"running in {options['nproc']} processes (no live progress)..."
-                report = finetune(model, self._data, stop=self._stop, **options)
-            else:
-                report = finetune(
-                    model, self._data, callback=self._on_step, stop=self._stop, **options
-                )
+                self.eta.value = f"starting {options['nproc']} worker processes..."
+            started = time.perf_counter()
+            report = finetune(model, data, callback=self._on_step, stop=self._stop, **options)
+            waited = time.perf_counter() - started
+            self.progress.max = max(report.total_steps, 1)
+            self.progress.value = report.steps if report.stopped_early else self.progress.max
             self.progress.bar_style = "success" if report.ok else "danger"
-            self.eta.value = (
-                f"stopped after {report.steps} steps"
-                if report.stopped_early
-                else f"done in {report.total_seconds:.1f} s"
-            )
+            self.eta.value = finish_line(report, waited, int(options.get("nproc", 1)))
+            if not self._losses and report.step_loss:  # a curve even if no step was streamed
+                self._losses, self._accs = list(report.step_loss), list(report.step_acc)
         except Exception as exc:  # shown as one line; the panel must never raise into the UI
             self.last_error = exc
             report = getattr(exc, "report", None)
@@ -409,11 +385,18 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
             self.last_report = report
             self._draw(force=True)
             self.results.value = verification_html(report) + figures_html(report)
+            if self.trained_copy is not None:
+                self.apply_button.layout.display = ""
+                self.messages.info(
+                    "trained a copy with a new head; your model is unchanged (the copy is "
+                    "panel.trained_copy; 'Apply to my model' puts it into your model)"
+                )
             if self._on_finished is not None:
                 try:
                     self._on_finished(report)
                 except Exception as exc:  # a broken hook must not hide the result
                     self.messages.error(exc, "after fine-tune")
+            self._show_plan()  # a head replaced in place: the next run keeps it
 
     def _on_step(self, event: StepEvent) -> None:
         self._losses.append(event.loss)

@@ -7,6 +7,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from freeze_widgets.base.wording import format_count
 from freeze_widgets.tree import ParamCounts, percent
 
 __all__ = ["Header", "weights_notice"]
@@ -70,7 +71,9 @@ class Header(widgets.HTML):
         pct = 100.0 * counts.trainable_fraction
 
         def num(cls: str, value: int) -> str:
-            return f'<span class="{cls}" data-value="{value}"><b>{value:,}</b></span>'
+            # Big counts also as people quote them (69.0B), exact figure first.
+            short = f' <small class="fw-abbr">({format_count(value)})</small>' * (value >= 10**6)
+            return f'<span class="{cls}" data-value="{value}"><b>{value:,}</b></span>{short}'
 
         self.value = (
             '<div class="fw-header-inner" style="font-variant-numeric:tabular-nums;'

@@ -38,8 +38,10 @@ class PanelsHost(widgets.VBox):
         on_finetune_finished: Callable[[Any], None],
         get_bn_policy: Callable[[], str],
         meta: bool = False,
+        data: Any = None,
     ) -> None:
         self._get_model = get_model
+        self._data = data
         self._busy = busy
         self._on_finetune_finished = on_finetune_finished
         self._get_bn_policy = get_bn_policy
@@ -91,6 +93,7 @@ class PanelsHost(widgets.VBox):
                     on_finished=self._on_finetune_finished,
                     get_bn_policy=self._get_bn_policy,
                     get_lr_groups=self._lr_groups,
+                    data=self._data,
                 )
             panel.busy = self._busy
             panel.busy_reason = "a fine-tune is running"

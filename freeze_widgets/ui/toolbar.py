@@ -31,8 +31,10 @@ class _Shared:
     """
 
     def __init__(self) -> None:
-        self.auto = widgets.Layout(width="auto")
+        # flex 0 0 auto: a narrow notebook wraps the row instead of cutting labels ("expan...").
+        self.auto = widgets.Layout(width="auto", flex="0 0 auto")
         self.plain = widgets.Layout()
+        self.wrap = widgets.Layout(flex_flow="row wrap")
         self.button = widgets.ButtonStyle()
 
     def button_(self, description: str, tooltip: str, css: str, icon: str = "") -> widgets.Button:
@@ -52,7 +54,7 @@ class Toolbar(widgets.VBox):
         self.filter = widgets.Text(
             placeholder="filter: layer3, conv, *.bn1",
             continuous_update=True,
-            layout=widgets.Layout(width="220px"),
+            layout=widgets.Layout(width="220px", flex="0 0 auto"),
         )
         self.filter.add_class("fw-filter")
         self.expand = _button("expand all", "Show every row", "fw-expand-all")
@@ -70,9 +72,16 @@ class Toolbar(widgets.VBox):
             options=list(BN_POLICIES),
             value="eval",
             tooltip=bn_help,
-            layout=widgets.Layout(width="110px"),
+            layout=widgets.Layout(width="110px", flex="0 0 auto"),
         )
         self.bn.add_class("fw-bn-policy")
+        self.trainable_only = widgets.ToggleButton(
+            description="trainable only",
+            tooltip="Show only what trains (adapters, unfrozen layers) and the rows around it",
+            icon="filter",
+            layout=shared.auto,
+        )
+        self.trainable_only.add_class("fw-trainable-only")
         self.code = widgets.ToggleButton(
             description="code",
             tooltip="Plain PyTorch that reproduces this freeze",
@@ -81,22 +90,31 @@ class Toolbar(widgets.VBox):
         )
         self.code.add_class("fw-code-toggle")
         self.spec_path = widgets.Text(
-            value=spec_path, description="spec", layout=widgets.Layout(width="260px")
+            value=spec_path,
+            description="spec",
+            layout=widgets.Layout(width="260px", flex="0 0 auto"),
         )
         self.spec_path.style.description_width = "36px"
         self.spec_path.add_class("fw-spec-path")
         self.save = _button("save", "Save the freeze as FreezeSpec JSON", "fw-spec-save", "save")
         self.load = _button("load", "Load a FreezeSpec JSON file", "fw-spec-load", "folder-open")
         row1 = widgets.HBox(
-            [self.filter, self.expand, self.collapse, self.freeze_all, self.unfreeze_all],
-            layout=shared.plain,
+            [
+                self.filter,
+                self.trainable_only,
+                self.expand,
+                self.collapse,
+                self.freeze_all,
+                self.unfreeze_all,
+            ],
+            layout=shared.wrap,
         )
         self.help = widgets.HTML(
             f'<span class="fw-help" title="{KEYS_HELP}" style="cursor:help">keys (?)</span>'
         )
         row2 = widgets.HBox(
             [self.bn_label, self.bn, self.code, self.spec_path, self.save, self.load, self.help],
-            layout=shared.plain,
+            layout=shared.wrap,
         )
         super().__init__([row1, row2], layout=shared.plain, **kwargs)
         self.add_class("fw-toolbar")

@@ -15,10 +15,35 @@
 //   i index, p path, n name, t type, k kind ("m" module | "p" parameter), d depth, pa parent,
 //   c child indices, tot total, tr trainable, st state ("trainable" | "frozen" | "partial" |
 //   "empty", decided by Python's Node.state), sh tied-with paths, s shape (parameters),
-//   ft 1 when "freeze up to here" is offered (the row has parameters; not the root)
+//   ft 1 when "freeze up to here" is offered (the row has parameters; not the root),
+//   ad an adapter layer's label ("LoRA r=4 α=8 on Conv1D"), hd 1 for a folded row (an adapter's
+//   empty bookkeeping child: never listed), os the module's output shape for an example batch
 // Delta row: [index, trainable, total, type, state].
 
 const fmt = new Intl.NumberFormat("en-US");
+// The state said in a word, so nobody has to read "0 / 147,968" as "frozen".
+const STATE_WORD = { trainable: "trains", frozen: "frozen", partial: "partly", empty: "" };
+const UNITS = ["", "K", "M", "B", "T"];
+
+// Same rule as Python's base.wording.format_count: 3 significant digits from 1,000 up.
+function formatCount(n) {
+  let value = n;
+  let unit = 0;
+  while (unit < UNITS.length - 1 && Math.abs(value) >= 999.5) {
+    value /= 1000;
+    unit += 1;
+  }
+  if (unit === 0) return String(n);
+  const digits = Math.abs(value) >= 99.95 ? 0 : Math.abs(value) >= 9.995 ? 1 : 2;
+  return `${value.toFixed(digits)}${UNITS[unit]}`;
+}
+
+// Exact below 100,000 (what fits the column), abbreviated above; the title keeps exact figures.
+function countsText(node) {
+  if (!node.tot) return "\u2013";
+  const f = node.tot >= 100000 ? formatCount : (n) => fmt.format(n);
+  return `${f(node.tr)} / ${f(node.tot)}`;
+}
 const ROW_H = 22; // px; must match .fw-row's height in tree.css
 const MARGIN = 20; // rows kept in the DOM above and below the visible ones
 // The box's max-height: the box may still be shorter (sized by the rows it held before).
@@ -32,7 +57,7 @@ function label(node) {
     const shape = node.s && node.s.length ? ` ${node.s.join("\u00d7")}` : "";
     return [node.n, `Parameter${shape}`];
   }
-  return [node.d === 0 ? node.t : node.n, node.d === 0 ? "model" : node.t];
+  return [node.d === 0 ? node.t : node.n, node.d === 0 ? "model" : node.ad || node.t];
 }
 
 // Each view keeps its own copy of the data, so several views of one model (the same explorer
@@ -89,8 +114,11 @@ function makeHead() {
   const head = el_("div", "fw-tree-head");
   head.setAttribute("aria-hidden", "true");
   head.style.setProperty("--fw-depth", "0");
-  head.append(el_("span"), el_("span"), el_("span", "fw-label", "module (type)"));
-  head.append(el_("span", "fw-row-counts", "trainable / total"), el_("span"));
+  const name = el_("span", "fw-label", "module (type)");
+  name.title = "\u2192 the output shape of one sample, from a forward on the meta device";
+  head.append(el_("span"), el_("span"), name);
+  head.append(el_("span", "fw-row-counts", "trainable / total"), el_("span", "fw-state", "state"));
+  head.append(el_("span"));
   return head;
 }
 
@@ -99,6 +127,7 @@ function makeLabel(node) {
   const labelBox = el_("span", "fw-label");
   labelBox.title = node.p ? `${node.p} (${label(node)[1]})` : `${node.t} (the whole model)`;
   labelBox.append(el_("span", "fw-name", text), " ", el_("span", "fw-type"));
+  if (node.ad) labelBox.classList.add("fw-adapter");
   if (node.sh && node.sh.length) {
     const tied = el_("span", "fw-tied", "tied");
     tied.title = `Shares parameters with: ${node.sh.join(", ")} (counted once)`;
@@ -177,7 +206,7 @@ class TreeView {
     while (stack.length) {
       const i = stack.pop();
       const node = nodes[i];
-      if (!node || (filter && !filter.has(i))) continue;
+      if (!node || node.hd || (filter && !filter.has(i))) continue;
       out.push(i);
       if (filter || expanded.has(i)) {
         for (let k = node.c.length - 1; k >= 0; k--) stack.push(node.c[k]);
@@ -197,10 +226,14 @@ class TreeView {
     check.indeterminate = state === "partial";
     check.disabled = state === "empty" || disabled;
     check.setAttribute("aria-checked", state === "partial" ? "mixed" : String(state === "frozen"));
-    row.querySelector(".fw-type").textContent = `(${label(node)[1]})`;
-    row.querySelector(".fw-row-counts").textContent = node.tot
-      ? `${fmt.format(node.tr)} / ${fmt.format(node.tot)}`
-      : "\u2013";
+    // The output shape (a meta-device forward of an example batch), as torchinfo shows it.
+    // Per sample: the example batch's size (2) is made up, so it is left out.
+    const shape = node.os && node.os.length > 1 ? ` \u2192 ${node.os.slice(1).join("\u00d7")}` : "";
+    row.querySelector(".fw-type").textContent = `(${label(node)[1]})${shape}`;
+    const counts = row.querySelector(".fw-row-counts");
+    counts.textContent = countsText(node);
+    counts.title = node.tot ? `${fmt.format(node.tr)} of ${fmt.format(node.tot)} trainable` : "";
+    row.querySelector(".fw-state").textContent = STATE_WORD[state] ?? "";
     const upTo = row.querySelector(".fw-freeze-to");
     if (upTo) upTo.disabled = disabled;
   }
@@ -222,7 +255,7 @@ class TreeView {
 
   makeFreezeTo(node) {
     if (!node.ft) return el_("span");
-    const upTo = el_("button", "fw-freeze-to", "freeze up to here");
+    const upTo = el_("button", "fw-freeze-to", "freeze to here");
     upTo.type = "button";
     upTo.title = FREEZE_TO_TITLE;
     upTo.tabIndex = -1;
@@ -251,6 +284,7 @@ class TreeView {
       this.tick(i);
     });
     row.append(this.makeCaret(i, node), check, makeLabel(node), el_("span", "fw-row-counts"));
+    row.append(el_("span", "fw-state"));
     row.append(this.makeFreezeTo(node));
     row.addEventListener("click", () => this.setFocus(i, false));
     this.updateRow(row, node);

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,9 @@ class TreeWidget(anywidget.AnyWidget):
         """Register the handler for a browser message type ("tick", "freeze_to")."""
         self._handlers[kind] = handler
 
-    def load(self, tree: ModuleTree) -> None:
-        """Send the whole tree (on build and after a refresh)."""
-        self.tree = tree_payload(tree)
+    def load(self, tree: ModuleTree, shapes: Mapping[str, tuple[int, ...]] | None = None) -> None:
+        """Send the whole tree (on build and after a refresh), with output shapes if known."""
+        self.tree = tree_payload(tree, shapes)
 
     def send_delta(self, nodes: list[Node]) -> None:
         """Send only the changed nodes and mirror them into ``rows``."""
