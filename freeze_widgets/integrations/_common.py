@@ -82,10 +82,16 @@ class GuardSession:
         self.applied = True
 
     def begin(self, model: nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> None:
-        """Audit the optimizers against the freeze, then start guarding their steps."""
+        """Audit the optimizers against the freeze, then start guarding their steps.
+
+        A guard left active by a run that failed without telling the callback (transformers
+        has no exception event) is ended first, so its hooks never carry into this run.
+        """
+        self.abort()
         self.apply_spec(model)
         opts = [unwrap(o) for o in optimizers]
-        self.findings = [f for o in opts for f in audit_optimizer(model, o)]
+        # One audit over all optimizers: a tensor trained by any of them is in an optimizer.
+        self.findings = audit_optimizer(model, opts) if opts else []
         if self.findings:
             log.warning("Optimizer audit:\n%s", format_findings(self.findings))
         else:
@@ -114,6 +120,6 @@ class GuardSession:
     def abort(self) -> None:
         """Remove the hooks without a final check (training is failing already)."""
         if self.guard is not None:
-            self.guard.__exit__(RuntimeError, RuntimeError("aborted"), None)
-            self.report = self.guard.report
-            self.guard = None
+            guard, self.guard = self.guard, None
+            guard.abort()
+            self.report = guard.report

@@ -21,7 +21,7 @@ position replaces the block XOR; it is slower, and sees every change confined to
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,7 +31,7 @@ from torch import nn
 from freeze_widgets.freezing.bn import bn_is_frozen, iter_batchnorms
 from freeze_widgets.freezing.bn import bn_state as _bn_state
 
-__all__ = ["Fingerprint", "TensorCheck", "TensorSnapshot", "fingerprint"]
+__all__ = ["Fingerprint", "TensorCheck", "TensorSnapshot", "fingerprint", "max_abs_diff"]
 
 _BLOCK = 64
 _INT_OF_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -49,7 +49,10 @@ class Fingerprint:
     total: int
 
     def same_as(self, other: Fingerprint) -> bool:
-        return self.total == other.total and torch.equal(self.blocks, other.blocks)
+        if self.total != other.total:
+            return False
+        # A fingerprint taken on an accelerator compares with one of a CPU copy (same bits).
+        return torch.equal(self.blocks, other.blocks.to(self.blocks.device))
 
 
 def _as_integers(t: torch.Tensor) -> torch.Tensor:
@@ -139,19 +142,31 @@ class _Entry:
         if self.tensor.is_meta:  # nothing to compare on the meta device
             return
         self.print_ = fingerprint(self.tensor)
-        self.copy = self.tensor.detach().clone() if keep_copy else None
+        # Copies live on the CPU: accelerator memory is what a large model is short of.
+        self.copy = self.tensor.detach().to("cpu", copy=True) if keep_copy else None
 
-    def check(self) -> TensorCheck:
-        moved = self.print_ is not None and not fingerprint(self.tensor).same_as(self.print_)
+    def check(self, now: torch.Tensor | None = None) -> TensorCheck:
+        """Compare with the reference: the live tensor, or ``now`` when given."""
+        now = self.tensor if now is None else now
+        moved = self.print_ is not None and not _same(now, self.print_, self.copy)
         if not moved:
             diff = 0.0
         elif self.copy is not None:
-            diff = max_abs_diff(self.copy, self.tensor)
+            diff = max_abs_diff(self.copy, now)
         else:
             diff = math.nan
         return TensorCheck(
             self.path, self.kind, self.frozen, moved, diff, self.module, self.bn_policy
         )
+
+
+def _same(now: torch.Tensor, ref: Fingerprint, copy: torch.Tensor | None) -> bool:
+    if copy is not None and (now.shape != copy.shape or now.dtype != copy.dtype):
+        return False
+    try:
+        return fingerprint(now).same_as(ref)
+    except (KeyError, RuntimeError):  # another element width or layout: not the same bits
+        return False
 
 
 def _bn_buffers(
@@ -207,23 +222,66 @@ class TensorSnapshot:
         snap = cls(keep_copies)
         for path, p in model.named_parameters():  # de-duplicated: a tied tensor appears once
             if scope == "all" or not p.requires_grad:
-                snap.add(_Entry(path, "param", p, not p.requires_grad, "", ""))
+                snap.watch(path, p, frozen=not p.requires_grad)
         for path, buf, frozen, module_path, policy in _bn_buffers(model, scope, allow_bn_stats):
-            snap.add(_Entry(path, "buffer", buf, frozen, module_path, policy))
+            snap.watch(path, buf, kind="buffer", frozen=frozen, module=module_path,
+                       bn_policy=policy)  # fmt: skip
         return snap
 
-    def add(self, entry: _Entry) -> None:
-        """Watch one more tensor from now on."""
+    def watch(
+        self,
+        path: str,
+        tensor: torch.Tensor,
+        *,
+        kind: Kind = "param",
+        frozen: bool = True,
+        module: str = "",
+        bn_policy: str = "",
+    ) -> None:
+        """Watch one more tensor from now on (its current value is the reference).
+
+        Args:
+            path: Its name in ``named_parameters()`` / ``named_buffers()``.
+            tensor: The live tensor (held by reference; not copied unless ``keep_copies``).
+            kind: ``"param"`` or ``"buffer"``.
+            frozen: Whether it is meant to stay put.
+            module: The owning BatchNorm's path, for buffers.
+            bn_policy: That BatchNorm's policy, for buffers.
+        """
+        entry = _Entry(path, kind, tensor, frozen, module, bn_policy)
         entry.take(self.keep_copies)
-        self.entries[entry.path] = entry
+        self.entries[path] = entry
 
-    def compare(self) -> list[TensorCheck]:
-        """One row per watched tensor, in snapshot order."""
-        return [entry.check() for entry in self.entries.values()]
+    def tensor(self, path: str) -> torch.Tensor:
+        """The live tensor watched under ``path``."""
+        return self.entries[path].tensor
 
-    def moved(self) -> list[TensorCheck]:
+    def rebind(self, path: str, tensor: torch.Tensor) -> TensorCheck:
+        """Point ``path`` at a new tensor object (a replaced ``nn.Parameter``).
+
+        The reference stays the old value, so the returned row says whether the replacement
+        holds different values; later checks read the new object.
+        """
+        entry = self.entries[path]
+        entry.tensor = tensor
+        return entry.check()
+
+    def compare(self, paths: Iterable[str] | None = None) -> list[TensorCheck]:
+        """One row per watched tensor (or per path in ``paths``), in snapshot order."""
+        if paths is None:
+            return [entry.check() for entry in self.entries.values()]
+        return [self.entries[p].check() for p in paths if p in self.entries]
+
+    def compare_with(self, tensors: Mapping[str, torch.Tensor]) -> list[TensorCheck]:
+        """Rows against other tensors of the same names (e.g. a state dict after wrapping).
+
+        Names missing from ``tensors`` are left out.
+        """
+        return [e.check(tensors[n]) for n, e in self.entries.items() if n in tensors]
+
+    def moved(self, paths: Iterable[str] | None = None) -> list[TensorCheck]:
         """Only the rows of tensors that changed."""
-        return [row for row in self.compare() if row.moved]
+        return [row for row in self.compare(paths) if row.moved]
 
     def rebase(self, paths: list[str]) -> None:
         """Take these tensors' current values as the new reference."""
