@@ -12,13 +12,14 @@ Models (random weights; nothing is downloaded), 2 threads:
   scale it up), and the ratio it measures does not depend on size: per step the guard hashes
   nothing of the frozen base (the optimizer does not hold it, it has no ``.grad``).
 
-Per model: a fresh guard each round (its start-up snapshot untimed), ``--steps`` guarded steps
-timed in one block, then ``--steps`` plain steps in their own block, after a warm-up step each;
-rounds alternate and the fastest step of each side counts (load from other processes only adds
-time). Printed: plain and guarded step, their ratio, the ratio with every frozen tensor
-checked after every step (``full_every=1``, what the guard did before), the exit check (every frozen tensor
-fingerprinted) next to one forward+backward, and the exit check amortised over the default
-``full_every`` steps.
+Per model: three AdamW optimizers over the same trainable tensors, one plain, one hooked by a
+guard with the defaults, one hooked by a guard that checks every frozen tensor after every step
+(``full_every=1``: what the guard did before). Steps of the three run interleaved (plain,
+guarded, old, plain, ...) after a warm-up round, so each ratio compares steps taken under the
+same load on the same model and batch; the median and the fastest of each side are printed.
+The guards' BatchNorm forward hooks (a set insertion per BatchNorm call) run on every side.
+Then the exit check (every frozen tensor fingerprinted) next to one forward+backward, and that
+check amortised over the default ``full_every`` steps.
 
 Run: ``python benchmarks/bench_guard.py [--models resnet50,bert,llama] [--steps 3]``.
 """
@@ -26,6 +27,7 @@ Run: ``python benchmarks/bench_guard.py [--models resnet50,bert,llama] [--steps 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 
@@ -35,44 +37,32 @@ from torch import nn
 from freeze_widgets.freezing.targets import freeze
 from freeze_widgets.verify.guard import DEFAULT_FULL_EVERY, FreezeGuard
 
-Step = Callable[[], None]
+Loss = Callable[[], torch.Tensor]
+Built = tuple[nn.Module, list[nn.Parameter], Loss]
 
 
-def resnet50() -> tuple[nn.Module, torch.optim.Optimizer, Step]:
+def resnet50() -> Built:
     from torchvision.models import resnet50 as build
 
     model = build(num_classes=10)
     freeze(model, *[n for n, _ in model.named_children() if n != "fc"])
-    opt = torch.optim.AdamW(model.fc.parameters(), lr=1e-3)
     x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))
     model.train()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    return model, opt, step
+    return model, list(model.fc.parameters()), lambda: nn.functional.cross_entropy(model(x), y)
 
 
-def bert() -> tuple[nn.Module, torch.optim.Optimizer, Step]:
+def bert() -> Built:
     from transformers import BertConfig, BertForSequenceClassification
 
     model = BertForSequenceClassification(BertConfig(num_labels=2))
     freeze(model, "bert.embeddings", *[f"bert.encoder.layer.{i}" for i in range(8)])
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids, y = torch.randint(0, 30000, (4, 64)), torch.randint(0, 2, (4,))
     model.train()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        model(input_ids=ids, labels=y).loss.backward()
-        opt.step()
-
-    return model, opt, step
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return model, trainable, lambda: model(input_ids=ids, labels=y).loss
 
 
-def llama(hidden: int, layers: int) -> tuple[nn.Module, torch.optim.Optimizer, Step]:
+def llama(hidden: int, layers: int) -> Built:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -84,79 +74,77 @@ def llama(hidden: int, layers: int) -> tuple[nn.Module, torch.optim.Optimizer, S
         num_key_value_heads=hidden // 64,
         vocab_size=32000,
     )
-    base = LlamaForCausalLM(config)
-    model = get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model = get_peft_model(
+        LlamaForCausalLM(config), LoraConfig(r=8, target_modules=["q_proj", "v_proj"])
+    )
     ids = torch.randint(0, 32000, (1, 64))
     model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return model, trainable, lambda: model(input_ids=ids, labels=ids).loss
 
-    def step() -> None:
+
+def _timed(loss: Loss, opt: torch.optim.Optimizer | None) -> float:
+    """One step (forward, backward, and ``opt.step()`` unless None), in seconds."""
+    t0 = time.perf_counter()
+    if opt is not None:
         opt.zero_grad(set_to_none=True)
-        model(input_ids=ids, labels=ids).loss.backward()
+    loss().backward()
+    if opt is not None:
         opt.step()
-
-    return model, opt, step
-
-
-def _block(step: Step, n: int) -> float:
-    """Fastest of ``n`` steps (one untimed warm-up first)."""
-    step()
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return time.perf_counter() - t0
 
 
-def measure(name: str, built: tuple[nn.Module, torch.optim.Optimizer, Step], steps: int,
-            rounds: int) -> None:  # fmt: skip
-    model, opt, step = built
+def measure(name: str, built: Built, steps: int) -> None:
+    model, trainable, loss = built
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    plain = guarded = everything = exit_check = fwd_bwd = float("inf")
-    per_step = rest = 0
-    for _ in range(rounds):
-        guard = FreezeGuard(model, opt, raise_on_violation=True, full_every=1).start()
-        everything = min(everything, _block(step, steps))
-        guard.stop()
-        guard = FreezeGuard(model, opt, raise_on_violation=True).start()
-        guarded = min(guarded, _block(step, steps))
-        t0 = time.perf_counter()
-        guard.stop()
-        exit_check = min(exit_check, time.perf_counter() - t0)
-        report = guard.report
-        per_step = sum(1 for _, n in report.checked if n > report.full_checks)
-        rest = len(report.checked) - per_step
-        assert report.ok, str(report)
-        plain = min(plain, _block(step, steps))
-        fwd_bwd = min(fwd_bwd, _block(step, 1))  # a whole step bounds forward + backward
+    # Three optimizers over the same trainable tensors: only the guards' ones are hooked, so
+    # the three sides share model, batch and memory, and run interleaved under the same load.
+    plain, guarded, old = (torch.optim.AdamW(trainable, lr=1e-5) for _ in range(3))
+    guard = FreezeGuard(model, guarded, raise_on_violation=True).start()
+    everything = FreezeGuard(model, old, raise_on_violation=True, full_every=1).start()
+    times: dict[str, list[float]] = {"plain": [], "guarded": [], "old": []}
+    for i in range(steps + 1):
+        for side, opt in (("plain", plain), ("guarded", guarded), ("old", old)):
+            t = _timed(loss, opt)
+            if i:  # the first round warms up
+                times[side].append(t)
+    everything.stop()
+    t0 = time.perf_counter()
+    guard.stop()
+    exit_check = time.perf_counter() - t0
+    fwd_bwd = min(_timed(loss, None) for _ in range(2))
+    report = guard.report
+    assert report.ok, str(report)
+    per_step = sum(1 for _, n in report.checked if n > report.full_checks)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
     print(
-        f"{name:9s} frozen {frozen / 1e6:7.1f}M | plain {plain:6.3f} s | guarded "
-        f"{guarded:6.3f} s | ratio {guarded / plain:5.3f} | all every step (the old guard) "
-        f"{everything / plain:5.3f} | exit check {exit_check:6.3f} s "
-        f"= {exit_check / fwd_bwd:4.2f} x one step | amortised over {DEFAULT_FULL_EVERY} "
-        f"steps +{exit_check / DEFAULT_FULL_EVERY / plain:.2%} | per step {per_step} tensors, "
-        f"{rest} only in full checks"
+        f"{name:9s} frozen {frozen / 1e6:7.1f}M | plain step {med['plain']:6.3f} s | guarded / "
+        f"plain: median {med['guarded'] / med['plain']:5.3f}, fastest "
+        f"{best['guarded'] / best['plain']:5.3f} | all every step (the old guard): median "
+        f"{med['old'] / med['plain']:5.3f}, fastest {best['old'] / best['plain']:5.3f} | exit "
+        f"check {exit_check:6.3f} s = {exit_check / fwd_bwd:4.2f} x forward+backward | full "
+        f"check every {DEFAULT_FULL_EVERY} steps adds {exit_check / DEFAULT_FULL_EVERY / med['plain']:.2%}"
+        f" | per step: {per_step} tensors, {len(report.checked) - per_step} only in full checks"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="resnet50,bert,llama")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--llama-hidden", type=int, default=1024)
     parser.add_argument("--llama-layers", type=int, default=8)
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    builders: dict[str, Callable[[], tuple[nn.Module, torch.optim.Optimizer, Step]]] = {
+    builders: dict[str, Callable[[], Built]] = {
         "resnet50": resnet50,
         "bert": bert,
         "llama": lambda: llama(args.llama_hidden, args.llama_layers),
     }
     for name in args.models.split(","):
-        measure(name, builders[name](), args.steps, args.rounds)
+        measure(name, builders[name](), args.steps)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ class FreezeGuard:
         self._handles: list[RemovableHandle] = []
         self._bn_ran_training: set[str] = set()
         self._bns: dict[str, nn.Module] = {}
+        self._bn_watched: set[str] = set()  # BatchNorms whose statistics are watched
         self._checked: dict[str, int] = {}  # path -> times checked (kept after a drop)
         self._last_ok: dict[str, int] = {}  # path -> step it was last seen unchanged
         self._seen: list[torch.optim.Optimizer] = []
@@ -117,8 +118,10 @@ class FreezeGuard:
         self._snapshot = TensorSnapshot.take(
             self.model, keep_copies=self.keep_copies, allow_bn_stats=self.allow_bn_stats
         )
-        for path in self._snapshot.entries:
+        for path, entry in self._snapshot.entries.items():
             self._checked.setdefault(path, 0)
+            if entry.kind == "buffer":
+                self._bn_watched.add(entry.module)
         for path, bn in iter_batchnorms(self.model):
             self._hook_bn(path, bn)
         # Installed in both modes: at exit the step count and the optimizers seen stepping
@@ -185,6 +188,9 @@ class FreezeGuard:
 
     def _bn_hook(self, path: str) -> Callable[[nn.Module, Any], None]:
         def record(module: nn.Module, args: Any) -> None:
+            # A layer frozen since the last step is watched before this forward updates it.
+            if path not in self._bn_watched and bn_is_frozen(module):
+                self._watch_bn(path, module)
             if module.training:
                 self._bn_ran_training.add(path)
 
@@ -223,17 +229,20 @@ class FreezeGuard:
             elif path not in entries and not p.requires_grad:
                 self._watch(path, p)
         for path, bn in iter_batchnorms(self.model):
-            if not bn_is_frozen(bn):
-                continue
-            policy = bn_state(bn)
-            if self.allow_bn_stats and policy == "train":
-                continue
-            self._hook_bn(path, bn)
-            for name, buf in bn.named_buffers(prefix=path, recurse=False):
-                if buf is not None and name not in entries:
-                    self._watch(name, buf, kind="buffer", module=path, bn_policy=policy)
+            if bn_is_frozen(bn):
+                self._hook_bn(path, bn)
+                self._watch_bn(path, bn)
         if replaced:
             self._record(replaced, [], cause="replaced")
+
+    def _watch_bn(self, path: str, bn: nn.Module) -> None:
+        policy = bn_state(bn)
+        if self.allow_bn_stats and policy == "train":
+            return
+        self._bn_watched.add(path)
+        for name, buf in bn.named_buffers(prefix=path, recurse=False):
+            if buf is not None and name not in self._snapshot.entries:
+                self._watch(name, buf, kind="buffer", module=path, bn_policy=policy)
 
     def _could_move(self, optimizer: torch.optim.Optimizer) -> list[str]:
         """Watched tensors this step could have moved (everything else needs an outside write)."""
@@ -274,7 +283,7 @@ class FreezeGuard:
         self.checks += 1
         entries = self._snapshot.entries
         for path in list(entries) if paths is None else paths:
-            if entries[path].kind == "param" and entries[path].tensor.requires_grad:
+            if self._unfrozen(path):
                 self._snapshot.drop(path)  # unfrozen on purpose since the snapshot
         rows = self._snapshot.compare(paths)
         for row in rows:
@@ -284,6 +293,16 @@ class FreezeGuard:
             self._last_ok[row.path] = self.steps
         self._bn_ran_training.clear()
         return new
+
+    def _unfrozen(self, path: str) -> bool:
+        entry = self._snapshot.entries[path]
+        if entry.kind == "param":
+            return entry.tensor.requires_grad
+        bn = self._bns.get(entry.module)
+        if bn is None or bn_is_frozen(bn):
+            return False
+        self._bn_watched.discard(entry.module)
+        return True
 
     def _record(
         self,
