@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ft.add_argument("--save-state", type=Path, help="rank 0 saves the trained state_dict here")
     ft.add_argument("--timeout", type=float, default=1800.0, help="collective timeout, seconds")
+    from freeze_widgets.verify import checkpoint
+
+    checkpoint.add_cli(sub)
     return parser
 
 
@@ -77,6 +80,10 @@ def _num_classes(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns 0 when verified, 2 when a frozen tensor moved or ranks differ."""
     args = build_parser().parse_args(argv)
+    if args.command == "verify-checkpoint":
+        from freeze_widgets.verify import checkpoint
+
+        return checkpoint.run_cli(args)
     spec = FreezeSpec.from_json(args.spec.read_text(encoding="utf-8"))  # fail before joining
     out = Path(tempfile.mkdtemp(prefix="fw-cli-"))
     job = JobConfig(

@@ -17,8 +17,20 @@ from freeze_widgets.verify.snapshot import TensorCheck, TensorSnapshot
 
 __all__ = ["VerificationRow", "VerificationStatus", "row_status", "snapshot", "verify"]
 
-VerificationStatus = Literal["ok", "MOVED", "no gradient path", "updated", "RANKS DIFFER"]
-"""A verification row's verdict ("RANKS DIFFER": trainable tensors unequal across processes)."""
+VerificationStatus = Literal[
+    "ok",
+    "MOVED",
+    "no gradient path",
+    "updated",
+    "RANKS DIFFER",
+    "MISSING",
+    "UNEXPECTED",
+    "UNREADABLE",
+    "BAD SHAPE",
+]
+"""A verification row's verdict ("RANKS DIFFER": trainable tensors unequal across processes;
+the last four only for checkpoints: not saved, saved but not in the model, saved but not
+readable, saved with a shape the model cannot take)."""
 
 
 @dataclass(frozen=True)
