@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from freeze_widgets import freeze
-from freeze_widgets.distributed.rankcheck import RankCheck, compare, digest, snapshot
+from freeze_widgets.distributed.rankcheck import RankCheck, compare, snapshot
 from freeze_widgets.distributed.report import DistributedFineTuneReport, merge_ranks
+from freeze_widgets.verify.snapshot import digest
 from tests.distributed_helpers import tiny_net
 
 

@@ -9,7 +9,6 @@ process group.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +18,9 @@ from torch import nn
 from freeze_widgets.freezing.bn import bn_state, iter_batchnorms
 from freeze_widgets.training.report import TrainingCurves
 from freeze_widgets.verify.rows import VerificationRow, row_status
-from freeze_widgets.verify.snapshot import TensorSnapshot
+from freeze_widgets.verify.snapshot import TensorSnapshot, digest
 
-__all__ = ["RankCheck", "Snapshot", "compare", "digest", "snapshot"]
+__all__ = ["RankCheck", "Snapshot", "compare", "snapshot"]
 
 
 @dataclass
@@ -85,15 +84,6 @@ def snapshot(model: nn.Module, pending: dict[str, int]) -> Snapshot:
                 if due:  # statistics frozen until the layer's unfreeze epoch
                     bn_pending[bname] = min(due)
     return Snapshot(tensors, frozen, dict(pending), bn_buffers, bn_pending)
-
-
-def digest(t: torch.Tensor) -> str:
-    """A digest of a tensor's dtype, shape and bytes: equal digests mean bitwise equal."""
-    flat = t.detach().to("cpu").contiguous().reshape(-1)
-    h = hashlib.sha256()  # hardware-accelerated on current CPUs: the fastest hashlib digest
-    h.update(f"{flat.dtype}{tuple(t.shape)}".encode())
-    h.update(flat.view(torch.uint8).numpy().data)
-    return h.hexdigest()[:32]
 
 
 def compare(snap: Snapshot, final: dict[str, torch.Tensor], check: RankCheck) -> None:

@@ -23,7 +23,12 @@ import torch
 from torch import nn
 
 from freeze_widgets.freezing.spec import FreezeSpec
-from freeze_widgets.verify.rows import VerificationRow, VerificationStatus, row_status
+from freeze_widgets.verify.rows import (
+    VerificationRow,
+    VerificationStatus,
+    covered_by,
+    row_status,
+)
 from freeze_widgets.verify.snapshot import fingerprint, max_abs_diff
 from freeze_widgets.verify.sources import TensorSource, UnreadableTensor, open_source
 
@@ -71,7 +76,7 @@ class CheckpointReport:
 
 
 def _frozen(name: str, spec: FreezeSpec) -> bool:
-    return any(p in ("", name) or name.startswith(p + ".") for p in spec.frozen)
+    return covered_by(name, spec.frozen)
 
 
 def _kind(name: str) -> str:

@@ -23,11 +23,14 @@ from torch.utils.hooks import RemovableHandle
 from freeze_widgets.base.checks import require_materialized, require_module
 from freeze_widgets.checks.audit import optimizer_list
 from freeze_widgets.freezing.bn import bn_is_frozen, bn_state, iter_batchnorms
+from freeze_widgets.verify.ranks import gather, group_active
 from freeze_widgets.verify.snapshot import TensorCheck, TensorSnapshot
 from freeze_widgets.verify.violations import (
     Cause,
     FrozenWeightMoved,
     GuardReport,
+    RanksDisagree,
+    RanksReport,
     Violation,
     param_causes,
 )
@@ -107,6 +110,8 @@ class FreezeGuard:
         self._last_ok: dict[str, int] = {}  # path -> step it was last seen unchanged
         self._seen: list[torch.optim.Optimizer] = []
         self._active = False
+        self.unfrozen: list[str] = []
+        self.ranks: RanksReport | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -275,7 +280,12 @@ class FreezeGuard:
         """
         self.full_checks += 1
         optimizers = [optimizer] if optimizer is not None else self.optimizers or self._seen
-        return self._check(None, optimizers)
+        new = self._check(None, optimizers)
+        if group_active():  # every rank runs the same full checks: the gather lines up
+            self.ranks = gather(self.model, self.violations)
+            if self.raise_on_violation and not self.ranks.ok:
+                raise RanksDisagree(self.ranks)  # on every rank, so none waits for the others
+        return new
 
     def _check(
         self, paths: list[str] | None, optimizers: list[torch.optim.Optimizer]
@@ -284,7 +294,8 @@ class FreezeGuard:
         entries = self._snapshot.entries
         for path in list(entries) if paths is None else paths:
             if self._unfrozen(path):
-                self._snapshot.drop(path)  # unfrozen on purpose since the snapshot
+                self._snapshot.drop(path)  # unfrozen since the snapshot: said in the report
+                self.unfrozen.append(path)
         rows = self._snapshot.compare(paths)
         for row in rows:
             self._checked[row.path] += 1
@@ -317,7 +328,9 @@ class FreezeGuard:
         self.violations.extend(new)
         for v in new:
             log.warning("%s", v)
-        if new and self.raise_on_violation:
+        # Under a process group a rank raising alone would leave the others waiting in the
+        # next gather: the gathered full check raises, on every rank.
+        if new and self.raise_on_violation and not group_active():
             raise FrozenWeightMoved(new)
         return new
 
@@ -353,6 +366,8 @@ class FreezeGuard:
             full_every=self.full_every if self.check_mode == "step" else 0,
             full_checks=self.full_checks,
             checked=tuple(self._checked.items()),
+            unfrozen=tuple(self.unfrozen),
+            ranks=self.ranks,
         )
 
     def rows(self) -> list[TensorCheck]:

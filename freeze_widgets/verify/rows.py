@@ -7,7 +7,7 @@ gradient with momentum, a BatchNorm left in train mode) is caught, not estimated
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,7 +15,14 @@ from torch import nn
 
 from freeze_widgets.verify.snapshot import TensorCheck, TensorSnapshot
 
-__all__ = ["VerificationRow", "VerificationStatus", "row_status", "snapshot", "verify"]
+__all__ = [
+    "VerificationRow",
+    "VerificationStatus",
+    "covered_by",
+    "row_status",
+    "snapshot",
+    "verify",
+]
 
 VerificationStatus = Literal[
     "ok",
@@ -51,6 +58,11 @@ class VerificationRow:
     max_abs_change: float
     status: VerificationStatus
     note: str = ""
+
+
+def covered_by(name: str, paths: Iterable[str]) -> bool:
+    """Whether tensor ``name`` is one of ``paths`` or inside one (``""`` covers everything)."""
+    return any(p in ("", name) or name.startswith(p + ".") for p in paths)
 
 
 def row_status(
@@ -105,7 +117,7 @@ def verify(
 def _unfrozen_epoch(unfrozen_at: Mapping[str, int], name: str) -> int | None:
     """The epoch a group containing tensor ``name`` was unfrozen at, or None."""
     for group, epoch in unfrozen_at.items():
-        if group in ("", name) or name.startswith(group + "."):
+        if covered_by(name, [group]):
             return epoch
     return None
 

@@ -20,6 +20,7 @@ position replaces the block XOR; it is slower, and sees every change confined to
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,15 @@ from torch import nn
 from freeze_widgets.freezing.bn import bn_is_frozen, iter_batchnorms
 from freeze_widgets.freezing.bn import bn_state as _bn_state
 
-__all__ = ["Fingerprint", "TensorCheck", "TensorSnapshot", "fingerprint", "max_abs_diff"]
+__all__ = [
+    "Fingerprint",
+    "TensorCheck",
+    "TensorSnapshot",
+    "digest",
+    "fingerprint",
+    "local",
+    "max_abs_diff",
+]
 
 _BLOCK = 64
 _INT_OF_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -55,9 +64,15 @@ class Fingerprint:
         return torch.equal(self.blocks, other.blocks.to(self.blocks.device))
 
 
+def local(t: torch.Tensor) -> torch.Tensor:
+    """This process's part of ``t``: the local shard of a ``DTensor`` (FSDP2), else ``t``."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t  # type: ignore[no-any-return]
+
+
 def _as_integers(t: torch.Tensor) -> torch.Tensor:
     """The tensor's bits as a flat integer tensor (same element width; complex splits in two)."""
-    flat = t.detach().reshape(-1)
+    flat = local(t).detach().reshape(-1)
     if flat.dtype == torch.bool:
         return flat.view(torch.int8)
     if flat.is_complex():
@@ -91,9 +106,21 @@ def fingerprint(t: torch.Tensor) -> Fingerprint:
     return Fingerprint(blocks, total)
 
 
+def digest(t: torch.Tensor) -> str:
+    """A short text digest of ``t``'s dtype, shape and fingerprint, to compare across processes.
+
+    Built on :func:`fingerprint` (one hashing scheme): equal digests mean equal bits up to the
+    fingerprint's guarantee, and only the 1/64-size block hashes are hashed again.
+    """
+    fp = fingerprint(t)
+    h = hashlib.sha256(f"{t.dtype}{tuple(local(t).shape)}{fp.total}".encode())
+    h.update(fp.blocks.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
 def max_abs_diff(before: torch.Tensor, after: torch.Tensor) -> float:
     """Largest absolute elementwise difference (integers compared exactly in double)."""
-    after = after.detach().to(before.device)
+    before, after = local(before).detach(), local(after).detach().to(before.device)
     if before.shape != after.shape:
         return math.inf
     if before.numel() == 0:
@@ -143,7 +170,7 @@ class _Entry:
             return
         self.print_ = fingerprint(self.tensor)
         # Copies live on the CPU: accelerator memory is what a large model is short of.
-        self.copy = self.tensor.detach().to("cpu", copy=True) if keep_copy else None
+        self.copy = local(self.tensor).detach().to("cpu", copy=True) if keep_copy else None
 
     def check(self, now: torch.Tensor | None = None) -> TensorCheck:
         """Compare with the reference: the live tensor, or ``now`` when given."""
@@ -161,6 +188,7 @@ class _Entry:
 
 
 def _same(now: torch.Tensor, ref: Fingerprint, copy: torch.Tensor | None) -> bool:
+    now = local(now)
     if copy is not None and (now.shape != copy.shape or now.dtype != copy.dtype):
         return False
     try:

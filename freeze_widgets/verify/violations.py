@@ -10,7 +10,15 @@ import torch
 
 from freeze_widgets.checks.audit import carries_momentum, optimizer_state
 
-__all__ = ["Cause", "FrozenWeightMoved", "GuardReport", "Violation", "param_causes"]
+__all__ = [
+    "Cause",
+    "FrozenWeightMoved",
+    "GuardReport",
+    "RanksDisagree",
+    "RanksReport",
+    "Violation",
+    "param_causes",
+]
 
 Cause = Literal[
     "stale_grad", "momentum", "weight_decay", "bn_train_mode", "replaced", "external_write"
@@ -89,6 +97,45 @@ class FrozenWeightMoved(RuntimeError):
 
 
 @dataclass(frozen=True)
+class RanksReport:
+    """Every rank's verdict, gathered.
+
+    Attributes:
+        world: Number of ranks.
+        violations: ``(rank, violation)`` for every frozen tensor that moved on some rank.
+        differ: ``(name, groups)`` for each trainable tensor not equal on every rank; ``groups``
+            lists the ranks that agree with each other, e.g. ``((0,), (1,))``.
+    """
+
+    world: int
+    violations: tuple[tuple[int, Violation], ...] = field(default=())
+    differ: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and not self.differ
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.world} ranks: frozen tensors held and trainable tensors agree."
+        lines = [f"{self.world} ranks:"]
+        lines += [f"- rank {rank}: {v}" for rank, v in self.violations]
+        for name, groups in self.differ:
+            split = " vs ".join("ranks " + ",".join(map(str, g)) for g in groups)
+            lines.append(f"- trainable {name!r} differs across ranks ({split}): the ranks train "
+                         "different models; check gradient synchronisation")  # fmt: skip
+        return "\n".join(lines)
+
+
+class RanksDisagree(RuntimeError):
+    """Raised on every rank by a guard with ``raise_on_violation=True`` at a gathered check."""
+
+    def __init__(self, report: RanksReport) -> None:
+        self.report = report
+        super().__init__(str(report))
+
+
+@dataclass(frozen=True)
 class GuardReport:
     """What a guard saw: what it watched, how often it checked each tensor, and what moved.
 
@@ -102,6 +149,8 @@ class GuardReport:
         checked: ``(path, times checked)`` per watched tensor: tensors the steps could move
             (held by a hooked optimizer, with a ``.grad``, or a BatchNorm in train mode) are
             checked after each such step; the rest only in the full checks.
+        unfrozen: Frozen parameters that became trainable during the run (watched until then).
+        ranks: Under a process group, every rank's verdict gathered at the last full check.
     """
 
     watched: int
@@ -111,10 +160,12 @@ class GuardReport:
     full_every: int = 0
     full_checks: int = 0
     checked: tuple[tuple[str, int], ...] = field(default=())
+    unfrozen: tuple[str, ...] = field(default=())
+    ranks: RanksReport | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.violations
+        return not self.violations and (self.ranks is None or self.ranks.ok)
 
     def cadence(self) -> str:
         """One line: how many tensors were checked after every step, how many less often."""
@@ -131,13 +182,20 @@ class GuardReport:
             f"FreezeGuard: {self.watched} frozen tensors watched over {self.steps} optimizer "
             f"steps ({self.checks} checks; {self.cadence()})"
         )
+        tail = []
+        if self.unfrozen:
+            shown = ", ".join(self.unfrozen[:5]) + (" ..." if len(self.unfrozen) > 5 else "")
+            tail.append(f"{len(self.unfrozen)} became trainable during the run: {shown}")
+        if self.ranks is not None:
+            tail.append(str(self.ranks))
         if self.ok:
-            return f"{head}: nothing moved."
-        lines = [f"{head}: {len(self.violations)} violations."]
+            return "\n".join([f"{head}: nothing moved.", *tail])
+        lines = [f"{head}: {len(self.violations)} violations on this rank."
+                 if self.ranks else f"{head}: {len(self.violations)} violations."]  # fmt: skip
         lines += [f"- {v}" for v in self.violations[:20]]
         if len(self.violations) > 20:
             lines.append(f"- ... {len(self.violations) - 20} more")
-        return "\n".join(lines)
+        return "\n".join(lines + tail)
 
 
 def param_causes(p: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> list[Cause]:
