@@ -24,7 +24,7 @@ from freeze_widgets.base.checks import require_materialized, require_module
 from freeze_widgets.checks.audit import optimizer_list
 from freeze_widgets.freezing.bn import bn_is_frozen, bn_state, iter_batchnorms
 from freeze_widgets.verify.ranks import gather, group_active
-from freeze_widgets.verify.snapshot import TensorCheck, TensorSnapshot
+from freeze_widgets.verify.snapshot import TensorCheck, TensorSnapshot, local
 from freeze_widgets.verify.violations import (
     Cause,
     FrozenWeightMoved,
@@ -228,6 +228,12 @@ class FreezeGuard:
         replaced: list[TensorCheck] = []
         for path, p in self.model.named_parameters():
             if path in entries and self._snapshot.tensor(path) is not p:
+                if local(self._snapshot.tensor(path)).shape != local(p).shape:
+                    # A wrapper's other view of the same tensor (FSDP2 registers the unsharded
+                    # parameter between forward and reshard): follow it from its value now.
+                    self._snapshot.rebind(path, p)
+                    self._snapshot.rebase([path])
+                    continue
                 row = self._snapshot.rebind(path, p)
                 if row.moved and not p.requires_grad:
                     replaced.append(row)
