@@ -235,3 +235,24 @@ def test_zero_redundancy_optimizer_momentum_is_named_and_audited(tmp_path: Path)
         assert causes["3.weight"] == "momentum"
     finally:
         dist.destroy_process_group()
+
+
+def test_session_checks_the_wrapped_model_against_the_spec() -> None:
+    from freeze_widgets.freezing.spec import FreezeSpec
+
+    model = make_seq_bn()
+    session = GuardSession(FreezeSpec(frozen=("0", "1")), raise_on_violation=False,
+                           keep_copies=False)  # fmt: skip
+    session.apply_spec(model)  # what the callbacks do before the optimizer is built
+
+    class Wrapper(nn.Module):  # names its child "module", as DDP does
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.module = inner
+
+    model[0].weight.requires_grad_(True)  # the wrapper re-registered it as trainable
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    session.begin(model, [opt], Wrapper(model))
+    session.end()
+    wrap = [(f.kind, f.path) for f in session.findings if f.kind.endswith("_after_wrap")]
+    assert wrap == [("trainable_after_wrap", "0.weight")]

@@ -24,8 +24,14 @@ from freeze_widgets.verify.violations import RanksReport, Violation
 
 __all__ = ["canonical", "check_after_wrap", "gather", "group_active"]
 
-# Path segments wrappers insert: DDP, torch.compile, FSDP1 and activation checkpointing.
-_WRAPPER_SEGMENTS = ("module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
+# Path segments wrappers insert: DDP, torch.compile, FSDP1, activation checkpointing, Lightning.
+_WRAPPER_SEGMENTS = (
+    "module",
+    "_orig_mod",
+    "_fsdp_wrapped_module",
+    "_checkpoint_wrapped_module",
+    "_forward_module",
+)
 
 
 def group_active() -> bool:
