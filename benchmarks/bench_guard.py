@@ -16,7 +16,9 @@ Per model: three AdamW optimizers over the same trainable tensors, one plain, on
 guard with the defaults, one hooked by a guard that checks every frozen tensor after every step
 (``full_every=1``: what the guard did before). Steps of the three run interleaved (plain,
 guarded, old, plain, ...) after a warm-up round, so each ratio compares steps taken under the
-same load on the same model and batch; the median and the fastest of each side are printed.
+same load on the same model and batch. Printed per side: the median CPU time of this process
+(all its threads; what other processes on a shared machine disturb least), and the median and
+fastest wall time.
 The guards' BatchNorm forward hooks (a set insertion per BatchNorm call) run on every side.
 Then the exit check (every frozen tensor fingerprinted) next to one forward+backward, and that
 check amortised over the default ``full_every`` steps.
@@ -83,15 +85,15 @@ def llama(hidden: int, layers: int) -> Built:
     return model, trainable, lambda: model(input_ids=ids, labels=ids).loss
 
 
-def _timed(loss: Loss, opt: torch.optim.Optimizer | None) -> float:
-    """One step (forward, backward, and ``opt.step()`` unless None), in seconds."""
-    t0 = time.perf_counter()
+def _timed(loss: Loss, opt: torch.optim.Optimizer | None) -> tuple[float, float]:
+    """One step (forward, backward, and ``opt.step()`` unless None): wall and CPU seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
     if opt is not None:
         opt.zero_grad(set_to_none=True)
     loss().backward()
     if opt is not None:
         opt.step()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def measure(name: str, built: Built, steps: int) -> None:
@@ -103,26 +105,30 @@ def measure(name: str, built: Built, steps: int) -> None:
     guard = FreezeGuard(model, guarded, raise_on_violation=True).start()
     everything = FreezeGuard(model, old, raise_on_violation=True, full_every=1).start()
     times: dict[str, list[float]] = {"plain": [], "guarded": [], "old": []}
+    cpu: dict[str, list[float]] = {"plain": [], "guarded": [], "old": []}
     for i in range(steps + 1):
         for side, opt in (("plain", plain), ("guarded", guarded), ("old", old)):
-            t = _timed(loss, opt)
+            wall, used = _timed(loss, opt)
             if i:  # the first round warms up
-                times[side].append(t)
+                times[side].append(wall)
+                cpu[side].append(used)
     everything.stop()
     t0 = time.perf_counter()
     guard.stop()
     exit_check = time.perf_counter() - t0
-    fwd_bwd = min(_timed(loss, None) for _ in range(2))
+    fwd_bwd = min(_timed(loss, None)[0] for _ in range(2))
     report = guard.report
     assert report.ok, str(report)
     per_step = sum(1 for _, n in report.checked if n > report.full_checks)
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
+    mcpu = {k: statistics.median(v) for k, v in cpu.items()}
     print(
-        f"{name:9s} frozen {frozen / 1e6:7.1f}M | plain step {med['plain']:6.3f} s | guarded / "
-        f"plain: median {med['guarded'] / med['plain']:5.3f}, fastest "
-        f"{best['guarded'] / best['plain']:5.3f} | all every step (the old guard): median "
-        f"{med['old'] / med['plain']:5.3f}, fastest {best['old'] / best['plain']:5.3f} | exit "
+        f"{name:9s} frozen {frozen / 1e6:7.1f}M | plain step {med['plain']:6.3f} s wall, "
+        f"{mcpu['plain']:6.3f} s CPU | guarded / plain: CPU {mcpu['guarded'] / mcpu['plain']:5.3f},"
+        f" wall median {med['guarded'] / med['plain']:5.3f}, fastest "
+        f"{best['guarded'] / best['plain']:5.3f} | all every step (the old guard): CPU "
+        f"{mcpu['old'] / mcpu['plain']:5.3f}, wall median {med['old'] / med['plain']:5.3f} | exit "
         f"check {exit_check:6.3f} s = {exit_check / fwd_bwd:4.2f} x forward+backward | full "
         f"check every {DEFAULT_FULL_EVERY} steps adds {exit_check / DEFAULT_FULL_EVERY / med['plain']:.2%}"
         f" | per step: {per_step} tensors, {len(report.checked) - per_step} only in full checks"
