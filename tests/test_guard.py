@@ -219,6 +219,9 @@ def test_bad_arguments_raise_type_and_value_errors() -> None:
         FreezeGuard(nn.Linear(2, 2), optimizer="adam")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="check"):
         FreezeGuard(nn.Linear(2, 2), check="epoch")  # type: ignore[arg-type]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="full_every"):
+            FreezeGuard(nn.Linear(2, 2), full_every=bad)  # type: ignore[arg-type]
 
 
 def test_fingerprint_sees_single_bit_changes_and_swaps_across_blocks() -> None:

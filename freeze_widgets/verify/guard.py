@@ -71,6 +71,13 @@ class FreezeGuard:
     them before the optimizer can touch them); parameters unfrozen are dropped. A frozen
     ``nn.Parameter`` replaced by another object is compared with what it held and followed.
     A moved tensor is re-baselined, so each violation reports one window's movement.
+
+    Under an initialised process group (DDP, FSDP2, a framework's strategy) each rank checks its
+    own tensors (local shards) and every full check gathers all ranks' verdicts into
+    ``report.ranks``: frozen tensors that moved on any rank, and trainable tensors that should be
+    replicated but differ across ranks (by digest; no tensor is sent). Every rank must then run
+    the same number of steps. ``raise_on_violation`` raises :class:`RanksDisagree` at those
+    gathered checks, on every rank at once, so that no rank waits for one that stopped.
     """
 
     def __init__(
