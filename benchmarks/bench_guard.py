@@ -14,7 +14,7 @@ Models (random weights; nothing is downloaded), 2 threads:
 
 Per model: three AdamW optimizers over the same trainable tensors, one plain, one hooked by a
 guard with the defaults, one hooked by a guard that checks every frozen tensor after every step
-(``full_every=1``: what the guard did before). Steps of the three run interleaved (plain,
+(``full_every=1``: what the guard did before, though with today's faster fingerprint). Steps of the three run interleaved (plain,
 guarded, old, plain, ...) after a warm-up round, so each ratio compares steps taken under the
 same load on the same model and batch. Printed per side: the median CPU time of this process
 (all its threads; what other processes on a shared machine disturb least), and the median and
@@ -148,7 +148,7 @@ def measure(name: str, built: Built, steps: int) -> None:
         f"{name:9s} frozen {frozen / 1e6:7.1f}M | plain step {med['plain']:6.3f} s wall, "
         f"{mcpu['plain']:6.3f} s CPU | guarded / plain: CPU {mcpu['guarded'] / mcpu['plain']:5.3f},"
         f" wall median {med['guarded'] / med['plain']:5.3f}, fastest "
-        f"{best['guarded'] / best['plain']:5.3f} | all every step (the old guard): CPU "
+        f"{best['guarded'] / best['plain']:5.3f} | everything after every step: CPU "
         f"{mcpu['old'] / mcpu['plain']:5.3f}, wall median {med['old'] / med['plain']:5.3f} | exit "
         f"check {exit_check:6.3f} s = {exit_check / fwd_bwd:4.2f} x forward+backward | full "
         f"check every {DEFAULT_FULL_EVERY} steps adds {exit_check / DEFAULT_FULL_EVERY / med['plain']:.2%}"
