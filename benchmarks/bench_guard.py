@@ -14,12 +14,13 @@ Models (random weights; nothing is downloaded), 2 threads:
 
 Per model: three AdamW optimizers over the same trainable tensors, one plain, one hooked by a
 guard with the defaults, one hooked by a guard that checks every frozen tensor after every step
-(``full_every=1``: what the guard did before, though with today's faster fingerprint). Steps of the three run interleaved (plain,
-guarded, old, plain, ...) after a warm-up round, so each ratio compares steps taken under the
-same load on the same model and batch. Printed per side: the median CPU time of this process
-(all its threads; what other processes on a shared machine disturb least), and the median and
-fastest wall time.
-The guards' BatchNorm forward hooks (a set insertion per BatchNorm call) run on every side.
+(``full_every=1``: what the guard did before, with today's faster fingerprint). Steps of the
+three run interleaved (plain, guarded, everything, plain, ...) after a warm-up round, so each
+ratio compares steps taken under the same load on the same model and batch. Printed per side:
+the median CPU time of this process (all its threads; what other processes on a shared machine
+disturb least), and the median and fastest wall time. The guards' BatchNorm forward hooks (a
+set lookup per BatchNorm call) run on every side. Last, the hooks' own work per step, measured
+on empty steps (see :func:`hook_work`): the figure load disturbs least.
 Then the exit check (every frozen tensor fingerprinted) next to one forward+backward, and that
 check amortised over the default ``full_every`` steps.
 
