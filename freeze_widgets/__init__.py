@@ -24,6 +24,7 @@ from freeze_widgets.run import finetune
 from freeze_widgets.training import FineTuneReport, NonFiniteLossError
 from freeze_widgets.training.param_groups import param_groups
 from freeze_widgets.tree import ModuleTree, Node, ParamCounts, count_parameters
+from freeze_widgets.verify.checkpoint import verify_checkpoint
 from freeze_widgets.verify.guard import FreezeGuard, FrozenWeightMoved
 
 __version__ = "0.1.0"
@@ -65,6 +66,7 @@ __all__ = [
     "show_netron",
     "synthetic_dataset",
     "unfreeze",
+    "verify_checkpoint",
     "weights_source",
 ]
 

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ft.add_argument("--save-state", type=Path, help="rank 0 saves the trained state_dict here")
     ft.add_argument("--timeout", type=float, default=1800.0, help="collective timeout, seconds")
+    from freeze_widgets.verify import checkpoint
+
+    checkpoint.add_cli(sub)
     return parser
 
 
@@ -148,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     A bad argument exits with status 1 and a one-line message before any training.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "verify-checkpoint":
+        from freeze_widgets.verify import checkpoint
+
+        return checkpoint.run_cli(args)
     options, spec = _checked(args)  # fail before joining or training
     out = Path(tempfile.mkdtemp(prefix="fw-cli-"))
     job = JobConfig(

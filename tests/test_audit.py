@@ -69,7 +69,7 @@ def test_parameter_in_two_groups() -> None:
     opt.param_groups.append({**opt.param_groups[0], "params": [model[3].bias]})
     (finding,) = audit_optimizer(model, opt)
     assert (finding.kind, finding.path) == ("param_in_two_groups", "3.bias")
-    assert "group 0 and again in group 1" in finding.message
+    assert "param group 0 and again in param group 1" in finding.message
 
 
 def test_foreign_parameter_named_by_group_and_index() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from freeze_widgets import freeze
-from freeze_widgets.distributed.rankcheck import RankCheck, compare, digest, snapshot
+from freeze_widgets.distributed.rankcheck import RankCheck, compare, snapshot
 from freeze_widgets.distributed.report import DistributedFineTuneReport, merge_ranks
+from freeze_widgets.verify.snapshot import digest
 from tests.distributed_helpers import tiny_net
 
 
@@ -90,3 +91,25 @@ def test_merged_report_carries_rank_0s_curves_as_copies() -> None:
     assert report.steps == 2 and report.final_loss == 0.2
     checks[1].step_loss.append(9.0)  # rank 0's check (sorted second here) changes later...
     assert report.step_loss == [0.1, 0.2]  # ...and the report keeps its own list
+
+
+def test_one_row_type_and_status_rule_for_one_process_and_each_rank() -> None:
+    from freeze_widgets.training import VerificationRow
+    from freeze_widgets.verify.rows import snapshot as single_snapshot
+    from freeze_widgets.verify.rows import verify
+
+    model = tiny_net()
+    freeze(model, "0", "1")
+    single, per_rank = single_snapshot(model), snapshot(model, {})
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # frozen: MOVED
+        model[8].weight.add_(1.0)  # trainable and moved: ok; 8.bias unchanged: no gradient path
+    check = RankCheck(rank=0, total_steps=1, epochs=1)
+    compare(per_rank, {k: v.clone() for k, v in model.state_dict().items()}, check)
+    one = {r.name: (r.status, r.was_frozen, r.changed) for r in verify(single, {}, steps=1)}
+    ranked = {r.name: (r.status, r.was_frozen, r.changed) for r in check.rows}
+    assert one == ranked
+    assert (one["0.weight"][0], one["8.weight"][0], one["8.bias"][0]) == (
+        "MOVED", "ok", "no gradient path",
+    )  # fmt: skip
+    assert all(type(r) is VerificationRow for r in check.rows)

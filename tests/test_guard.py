@@ -147,7 +147,7 @@ def test_raise_on_violation_raises_at_the_step() -> None:
     model = make_seq_bn()
     freeze(model, "0")
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    guard = FreezeGuard(model, opt, raise_on_violation=True).start()
+    guard = FreezeGuard(model, opt, raise_on_violation=True, full_every=1).start()
     _train_step(model, opt)
     _train_step(model, opt)
     with torch.no_grad():
@@ -158,6 +158,28 @@ def test_raise_on_violation_raises_at_the_step() -> None:
     assert info.value.violation.cause == "external_write"
     guard.stop()
     assert not opt._optimizer_step_post_hooks
+
+
+def test_an_outside_write_is_found_at_the_next_full_check_with_its_window() -> None:
+    model = make_seq_bn()
+    freeze(model, "0")
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    guard = FreezeGuard(model, opt, raise_on_violation=True, full_every=2).start()
+    _train_step(model, opt)
+    _train_step(model, opt)  # full check
+    with torch.no_grad():
+        model[0].bias.mul_(2)
+    _train_step(model, opt)  # the optimizer holds no frozen tensor: step 3 checks none
+    assert guard.violations == []
+    with pytest.raises(FrozenWeightMoved, match=r"'0\.bias'.*between step 2 and step 4"):
+        _train_step(model, opt)
+    guard.stop()
+    report = guard.report
+    assert (report.steps, report.full_checks, report.full_every) == (4, 3, 2)
+    # Frozen 0.weight/0.bias are never held by the optimizer nor given a .grad: checked only in
+    # the three full checks (steps 2, 4, exit).
+    assert dict(report.checked) == {"0.weight": 3, "0.bias": 3}
+    assert "0 checked after the steps that could move them, 2 only every 2 steps" in str(report)
 
 
 def test_exit_check_and_global_hook_without_optimizer() -> None:
@@ -197,6 +219,9 @@ def test_bad_arguments_raise_type_and_value_errors() -> None:
         FreezeGuard(nn.Linear(2, 2), optimizer="adam")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="check"):
         FreezeGuard(nn.Linear(2, 2), check="epoch")  # type: ignore[arg-type]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="full_every"):
+            FreezeGuard(nn.Linear(2, 2), full_every=bad)  # type: ignore[arg-type]
 
 
 def test_fingerprint_sees_single_bit_changes_and_swaps_across_blocks() -> None:

@@ -1,31 +1,90 @@
-"""``audit_optimizer``: check an optimizer against a model's current freeze before training.
+"""``audit_optimizer``: check optimizers against a model's current freeze before training.
 
-It finds the three ways an optimizer and a freeze disagree (docs/design.md, traps 2 and 3):
-frozen parameters still handed to the optimizer, trainable parameters it never received (an
-unfreeze without ``add_param_group``), and a parameter listed in two groups.
+It finds the three ways optimizers and a freeze disagree (docs/design.md, traps 2 and 3):
+frozen parameters still handed to an optimizer, trainable parameters none of them received (an
+unfreeze without ``add_param_group``), and a parameter listed twice (in two groups, or in two
+optimizers). The momentum rule here (:func:`carries_momentum`) is the one
+:class:`~freeze_widgets.verify.guard.FreezeGuard` uses to name a cause, so the two agree.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from freeze_widgets.base.checks import require_module
 from freeze_widgets.checks.findings import Finding
-from freeze_widgets.checks.lr_audit import lr_findings
+from freeze_widgets.checks.lr_audit import frozen_outside_spec, lr_findings
 from freeze_widgets.freezing.spec import FreezeSpec
 
-__all__ = ["audit_optimizer"]
+__all__ = [
+    "MOMENTUM_KEYS",
+    "audit_optimizer",
+    "carries_momentum",
+    "optimizer_list",
+    "optimizer_state",
+]
 
-# First-moment state moves a parameter even with a zero gradient (see guard._MOMENTUM_KEYS).
-_MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")
+# State that moves a parameter even when its gradient is zero: first moments (SGD and RMSprop
+# momentum, the Adam family's exp_avg). Second moments (exp_avg_sq, square_avg, sum, ...) only
+# scale an update that is zero anyway; NAdam's mu_product and ASGD's ax are bookkeeping that
+# never moves the parameter. The guard's causes and the audit's wording both read this list.
+MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")
+
+
+def optimizer_list(optimizer: object, *, allow_none: bool = False) -> list[torch.optim.Optimizer]:
+    """One optimizer or an iterable of them, as a list (None gives ``[]`` when allowed).
+
+    Raises:
+        TypeError: Anything else.
+    """
+    if optimizer is None and allow_none:
+        return []
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return [optimizer]
+    if isinstance(optimizer, Iterable) and not isinstance(optimizer, (str, bytes, Mapping)):
+        items = list(optimizer)
+        if all(isinstance(o, torch.optim.Optimizer) for o in items):
+            return items
+    raise TypeError(
+        "optimizer must be a torch.optim.Optimizer or a list of them; got "
+        f"{type(optimizer).__name__} (an object that only looks like an optimizer cannot be "
+        "hooked: wrap its parameters in a torch.optim.Optimizer subclass)"
+    )
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> Mapping[str, Any]:
+    """``optimizer``'s state for ``p``, looking inside wrappers that keep it in an inner optimizer.
+
+    ``ZeroRedundancyOptimizer`` keeps the state of this rank's shard in ``.optim``;
+    accelerate's and Lightning's wrappers keep theirs in ``.optimizer``.
+    """
+    seen: set[int] = set()
+    opt: object = optimizer
+    while isinstance(opt, torch.optim.Optimizer) and id(opt) not in seen:
+        seen.add(id(opt))
+        state: Mapping[str, Any] = opt.state.get(p) or {}
+        if state:
+            return state
+        opt = getattr(opt, "optim", None) or getattr(opt, "optimizer", None)
+    return {}
+
+
+def carries_momentum(state: Mapping[str, Any]) -> bool:
+    """Whether this state can move its parameter at the next step with a zero gradient."""
+    return any(
+        isinstance(state.get(k), torch.Tensor) and bool(state[k].ne(0).any()) for k in MOMENTUM_KEYS
+    )
 
 
 def _frozen_in_optimizer(
-    path: str, p: nn.Parameter, group: dict[str, object], state: dict[str, object]
+    path: str, p: nn.Parameter, group: Mapping[str, object], state: Mapping[str, Any]
 ) -> Finding:
     risks = []
-    if any(isinstance(state.get(k), torch.Tensor) for k in _MOMENTUM_KEYS):
+    if carries_momentum(state):
         risks.append("carries momentum state")
     decay = group.get("weight_decay", 0.0)
     if isinstance(decay, (int, float)) and decay != 0:
@@ -47,64 +106,74 @@ def _frozen_in_optimizer(
     )
 
 
-def audit_optimizer(
-    model: nn.Module, optimizer: torch.optim.Optimizer, *, spec: FreezeSpec | None = None
-) -> list[Finding]:
-    """Compare ``optimizer``'s parameter groups with ``model``'s current freeze.
+def _twice(path: str, first: str, again: str) -> Finding:
+    return Finding(
+        kind="param_in_two_groups",
+        path=path,
+        message=f"Parameter {path!r} is in {first} and again in {again}; each step would "
+        "update it twice.",
+        fix="list every parameter in exactly one param group of one optimizer",
+    )
 
-    Nothing is changed. Parameters are named by ``model.named_parameters()``; one not in the
-    model is named by its group and index.
+
+def audit_optimizer(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | Iterable[torch.optim.Optimizer],
+    *,
+    spec: FreezeSpec | None = None,
+) -> list[Finding]:
+    """Compare the optimizers' parameter groups with ``model``'s current freeze.
+
+    Several optimizers (a GAN, Lightning's manual optimisation) are audited together: a
+    trainable parameter held by any of them is in an optimizer. Nothing is changed. Parameters
+    are named by ``model.named_parameters()``; one not in the model by its group and index.
 
     Returns:
-        Findings of kind ``"frozen_in_optimizer"`` (with whether it carries state, weight decay
-        or a gradient), ``"trainable_not_in_optimizer"`` and ``"param_in_two_groups"``; an empty
-        list when the optimizer holds exactly the trainable parameters, once each. The
-        learning-rate checks (:mod:`.lr_audit`) add ``"lr_scale_ignored"``,
-        ``"zero_lr_still_moving"`` and, given ``spec``, ``"frozen_outside_spec"``.
+        Findings of kind ``"frozen_in_optimizer"`` (with whether it carries momentum, weight
+        decay or a gradient), ``"trainable_not_in_optimizer"`` and ``"param_in_two_groups"``
+        (two groups, or two optimizers); an empty list when the optimizers hold exactly the
+        trainable parameters, once each. The learning-rate checks (:mod:`.lr_audit`) add
+        ``"lr_scale_ignored"``, ``"zero_lr_still_moving"`` and, given ``spec``,
+        ``"frozen_outside_spec"``.
 
     Raises:
-        TypeError: ``model`` is not a module, ``optimizer`` not a ``torch.optim.Optimizer`` or
-            ``spec`` not a ``FreezeSpec``.
+        TypeError: ``model`` is not a module, ``optimizer`` not an optimizer or a list of them,
+            or ``spec`` not a ``FreezeSpec``.
         ValueError: a ``spec`` path that is not in ``model``.
     """
     require_module(model)
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}"
-        )
+    optimizers = optimizer_list(optimizer)
     if spec is not None and not isinstance(spec, FreezeSpec):
         raise TypeError(f"spec must be a FreezeSpec or None; got {type(spec).__name__}")
     names = {id(p): n for n, p in model.named_parameters()}
     findings: list[Finding] = []
-    first_group: dict[int, int] = {}
-    for gi, group in enumerate(optimizer.param_groups):
-        for pi, p in enumerate(group["params"]):
-            path = names.get(id(p), f"param_groups[{gi}].params[{pi}]")
-            if id(p) in first_group:
-                findings.append(
-                    Finding(
-                        kind="param_in_two_groups",
-                        path=path,
-                        message=f"Parameter {path!r} is in param group {first_group[id(p)]} "
-                        f"and again in group {gi}; each step would update it twice.",
-                        fix="list every parameter in exactly one param group",
-                    )
-                )
-                continue
-            first_group[id(p)] = gi
-            if not p.requires_grad:
-                findings.append(_frozen_in_optimizer(path, p, group, optimizer.state.get(p, {})))
+    where: dict[int, str] = {}
+    for oi, opt in enumerate(optimizers):
+        label = f"optimizer {oi} " if len(optimizers) > 1 else ""
+        for gi, group in enumerate(opt.param_groups):
+            for pi, p in enumerate(group["params"]):
+                path = names.get(id(p), f"param_groups[{gi}].params[{pi}]")
+                here = f"{label}param group {gi}"
+                if id(p) in where:
+                    findings.append(_twice(path, where[id(p)], here))
+                    continue
+                where[id(p)] = here
+                if not p.requires_grad:
+                    findings.append(_frozen_in_optimizer(path, p, group, optimizer_state(opt, p)))
     for path, p in model.named_parameters():
-        if p.requires_grad and id(p) not in first_group:
+        if p.requires_grad and id(p) not in where:
             findings.append(
                 Finding(
                     kind="trainable_not_in_optimizer",
                     path=path,
-                    message=f"Trainable parameter {path!r} is not in the optimizer, so it never "
-                    "updates (unfrozen after the optimizer was built?).",
+                    message=f"Trainable parameter {path!r} is not in any optimizer, so it "
+                    "never updates (unfrozen after the optimizer was built?).",
                     fix="optimizer.add_param_group({'params': [...the newly unfrozen "
                     "parameters...]}), or build the optimizer after freezing",
                 )
             )
-    findings += lr_findings(model, optimizer, names, momentum_keys=_MOMENTUM_KEYS, spec=spec)
+    for opt in optimizers:
+        findings += lr_findings(model, opt, names, momentum_keys=MOMENTUM_KEYS)
+    if spec is not None:
+        findings += frozen_outside_spec(model, spec)
     return findings

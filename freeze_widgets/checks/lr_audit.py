@@ -111,11 +111,6 @@ def lr_findings(
     names: dict[int, str],
     *,
     momentum_keys: Sequence[str],
-    spec: FreezeSpec | None = None,
 ) -> list[Finding]:
-    """Every learning-rate check above (the spec check only when a spec is given)."""
-    findings = lr_scale_ignored(optimizer)
-    findings += zero_lr_still_moving(optimizer, names, momentum_keys)
-    if spec is not None:
-        findings += frozen_outside_spec(model, spec)
-    return findings
+    """The learning-rate checks of one optimizer (the spec check runs once, in the audit)."""
+    return lr_scale_ignored(optimizer) + zero_lr_still_moving(optimizer, names, momentum_keys)

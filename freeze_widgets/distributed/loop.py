@@ -65,7 +65,7 @@ class Trainer:
             names = [n for n, e in self.pending.items() if e == epoch and self._in(n, group)]
             t0 = time.perf_counter()
             now = full_tensors(self.model, names)  # a collective under FSDP2: every rank runs it
-            moved = [n for n in names if not torch.equal(now[n], self.snap.tensors[n])]
+            moved = [row.path for row in self.snap.tensors.compare_with(now) if row.moved]
             self.check.moved_while_pending += moved
             self.verify_seconds += time.perf_counter() - t0
             unfreeze(self.model, group)  # releases the group's BatchNorm statistics

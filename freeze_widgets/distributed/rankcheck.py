@@ -1,13 +1,14 @@
 """Per-rank verification: snapshot before wrapping, compare after training, digest for ranks.
 
 Each rank compares its own final (full, gathered for FSDP2) state with the snapshot it took
-before wrapping, bitwise. Equality across ranks is checked through a digest of every trainable
-tensor's bytes, so only a few bytes per tensor cross the process group.
+before wrapping, bitwise, through the one snapshot type (:class:`TensorSnapshot`) and the one
+row type and status rule (:mod:`freeze_widgets.verify.rows`). Equality across ranks is checked
+through a digest of every trainable tensor's bytes, so only a few bytes per tensor cross the
+process group.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,22 +17,25 @@ from torch import nn
 
 from freeze_widgets.freezing.bn import bn_state, iter_batchnorms
 from freeze_widgets.training.report import TrainingCurves
-from freeze_widgets.verify.snapshot import max_abs_diff
+from freeze_widgets.verify.rows import VerificationRow, row_status
+from freeze_widgets.verify.snapshot import TensorSnapshot, digest
 
-__all__ = ["RankCheck", "Snapshot", "compare", "digest", "snapshot"]
+__all__ = ["RankCheck", "Snapshot", "compare", "snapshot"]
 
 
 @dataclass
 class Snapshot:
-    """Start values (CPU copies) and what was frozen when the run started.
+    """Start values and what was frozen when the run started.
 
+    ``tensors`` fingerprints (and copies) every parameter and BatchNorm buffer; it is compared
+    by name with the final state, since wrapping may replace the tensor objects.
     ``frozen_params`` holds parameters frozen for the whole run; ``pending`` maps parameters
     frozen until a later epoch (trainable at learning rate 0 for DDP's sake) to that epoch.
     ``bn_buffers`` maps each BatchNorm buffer to its layer's policy when the layer is frozen
     (None when it trains).
     """
 
-    tensors: dict[str, torch.Tensor]
+    tensors: TensorSnapshot
     frozen_params: set[str]
     pending: dict[str, int]
     bn_buffers: dict[str, str | None]
@@ -42,14 +46,14 @@ class Snapshot:
 class RankCheck(TrainingCurves):
     """One rank's verdict, plain data so it can be gathered with ``all_gather_object``.
 
-    ``rows`` are ``(name, kind, frozen, changed, max_abs_change, note)``; ``digests`` maps each
+    ``rows`` are this rank's :class:`VerificationRow`; ``digests`` maps each
     trainable parameter to a digest of its final bytes; ``moved_while_pending`` names
     parameters that changed before their unfreeze epoch. ``rank`` is keyword-only: the
     loss and timing lists come first, from :class:`~freeze_widgets.training.report.TrainingCurves`.
     """
 
     rank: int = field(kw_only=True)
-    rows: list[tuple[str, str, bool, bool, float, str]] = field(default_factory=list)
+    rows: list[VerificationRow] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
     moved_while_pending: list[str] = field(default_factory=list)
     unfreeze_events: list[tuple[int, str, float, int]] = field(default_factory=list)
@@ -62,11 +66,10 @@ class RankCheck(TrainingCurves):
 
 
 def snapshot(model: nn.Module, pending: dict[str, int]) -> Snapshot:
-    """CPU copies of every parameter and BatchNorm buffer, before the model is wrapped."""
-    tensors: dict[str, torch.Tensor] = {}
+    """Every parameter and BatchNorm buffer, before the model is wrapped."""
+    tensors = TensorSnapshot.take(model, scope="all", keep_copies=True)
     frozen: set[str] = set()
     for name, p in model.named_parameters():  # de-duplicated: tied tensors appear once
-        tensors[name] = p.detach().to("cpu", copy=True)
         if not p.requires_grad and name not in pending:
             frozen.add(name)
     bn_buffers: dict[str, str | None] = {}
@@ -77,36 +80,25 @@ def snapshot(model: nn.Module, pending: dict[str, int]) -> Snapshot:
         due = [pending[n] for n in names if n in pending]
         for bname, buf in mod.named_buffers(prefix=path, recurse=False):
             if buf is not None:
-                tensors[bname] = buf.detach().to("cpu", copy=True)
                 bn_buffers[bname] = bn_state(mod) if is_frozen else None
                 if due:  # statistics frozen until the layer's unfreeze epoch
                     bn_pending[bname] = min(due)
     return Snapshot(tensors, frozen, dict(pending), bn_buffers, bn_pending)
 
 
-def digest(t: torch.Tensor) -> str:
-    """A digest of a tensor's dtype, shape and bytes: equal digests mean bitwise equal."""
-    flat = t.detach().to("cpu").contiguous().reshape(-1)
-    h = hashlib.sha256()  # hardware-accelerated on current CPUs: the fastest hashlib digest
-    h.update(f"{flat.dtype}{tuple(t.shape)}".encode())
-    h.update(flat.view(torch.uint8).numpy().data)
-    return h.hexdigest()[:32]
-
-
 def compare(snap: Snapshot, final: dict[str, torch.Tensor], check: RankCheck) -> None:
     """Fill ``check.rows`` and ``check.digests`` from the final full state of this rank."""
-    for name, before in snap.tensors.items():
-        after = final.get(name)
-        if after is None:
-            continue
-        after = after.detach().to("cpu")
-        changed = not torch.equal(before, after)
-        delta = max_abs_diff(before, after) if changed else 0.0
+    steps = check.total_steps
+    for row in snap.tensors.compare_with(final):
+        name = row.path
         if name in snap.bn_buffers:
             policy = snap.bn_buffers[name]
             if snap.bn_pending.get(name, check.epochs + 1) <= check.epochs:
                 policy = None  # released at its unfreeze epoch: its statistics may update
-            check.rows.append((name, "buffer", policy is not None, changed, delta, policy or ""))
+            frozen = policy is not None
+            status = row_status("buffer", frozen, row.moved, steps=steps, bn_policy=policy or "")
+            check.rows.append(VerificationRow(name, "buffer", frozen, row.moved,
+                                              row.max_abs_diff, status, policy or ""))  # fmt: skip
             continue
         epoch = snap.pending.get(name)
         # A group whose unfreeze epoch never came stayed frozen (and trainable for DDP only).
@@ -115,9 +107,12 @@ def compare(snap: Snapshot, final: dict[str, torch.Tensor], check: RankCheck) ->
         if epoch is not None and not reached:
             note = f"frozen until epoch {epoch}, not reached"
         frozen = name in snap.frozen_params or (epoch is not None and not reached)
-        check.rows.append((name, "parameter", frozen, changed, delta, note))
+        status = row_status("parameter", frozen, row.moved, steps=steps)
+        check.rows.append(
+            VerificationRow(name, "parameter", frozen, row.moved, row.max_abs_diff, status, note)
+        )
         if not frozen:
-            check.digests[name] = digest(after)
+            check.digests[name] = digest(final[name])
 
 
 def full_tensors(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:

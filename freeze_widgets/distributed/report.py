@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from freeze_widgets.distributed.rankcheck import RankCheck
-from freeze_widgets.training import FineTuneReport, UnfreezeEvent, VerificationRow
-from freeze_widgets.training.report import TrainingCurves, VerificationStatus
+from freeze_widgets.training import FineTuneReport, UnfreezeEvent
+from freeze_widgets.training.report import TrainingCurves
+from freeze_widgets.verify.rows import VerificationRow, VerificationStatus, row_status
 
 __all__ = ["DistributedFineTuneReport", "RankVerdict", "merge_ranks"]
 
@@ -87,43 +88,41 @@ class DistributedFineTuneReport(FineTuneReport):
 
 
 def _row(
-    name: str, checks: list[RankCheck], by_rank: list[dict[str, tuple[Any, ...]]]
+    name: str, checks: list[RankCheck], by_rank: list[dict[str, VerificationRow]]
 ) -> VerificationRow:
     rows = [rows_of[name] for rows_of in by_rank if name in rows_of]
-    _, kind, frozen, changed0, delta0, note = rows[0]
-    moved_on = [c.rank for c, r in zip(checks, by_rank, strict=True) if name in r and r[name][3]]
-    status: VerificationStatus
-    if frozen:
-        status = "ok"
-        if moved_on:
-            status = "updated" if kind == "buffer" and note == "train" else "MOVED"
-            note = f"{note}; changed on rank(s) {', '.join(map(str, moved_on))}".lstrip("; ")
-        delta = max(r[4] for r in rows)
-        return VerificationRow(name, kind, True, bool(moved_on), delta, status, note)
-    if kind == "buffer":
-        return VerificationRow(name, kind, False, changed0, delta0, "ok", "rank 0's statistics")
-    digests = {c.digests.get(name) for c in checks}
+    first = rows[0]
+    moved_on = [
+        c.rank for c, r in zip(checks, by_rank, strict=True) if name in r and r[name].changed
+    ]
     steps = checks[0].total_steps
-    if len(digests) > 1:
+    if first.was_frozen:
+        note = first.note
+        policy = note if first.kind == "buffer" else ""
+        status = row_status(first.kind, True, bool(moved_on), steps=steps, bn_policy=policy)
+        if moved_on:
+            note = f"{note}; changed on rank(s) {', '.join(map(str, moved_on))}".lstrip("; ")
+        delta = max(r.max_abs_change for r in rows)
+        return VerificationRow(name, first.kind, True, bool(moved_on), delta, status, note)
+    if first.kind == "buffer":
+        return dataclasses.replace(first, status="ok", note="rank 0's statistics")
+    status, note = first.status, first.note
+    if len({c.digests.get(name) for c in checks}) > 1:
         status = RANKS_DIFFER
-    elif changed0 or steps == 0:
-        status = "ok"
-    else:
-        status = "no gradient path"
     if any(name in c.moved_while_pending for c in checks):
         status, note = "MOVED", f"{note}; changed before its unfreeze epoch".lstrip("; ")
-    return VerificationRow(name, kind, False, changed0, delta0, status, note)
+    return dataclasses.replace(first, status=status, note=note)
 
 
 def _verdict(check: RankCheck) -> RankVerdict:
-    moved = [r[0] for r in check.rows if r[2] and r[3] and r[5] != "train"]
+    moved = [r.name for r in check.rows if r.status == "MOVED"]
     moved += check.moved_while_pending
-    trainable = [r for r in check.rows if r[1] == "parameter" and not r[2]]
+    trainable = [r for r in check.rows if r.kind == "parameter" and not r.was_frozen]
     return RankVerdict(
         rank=check.rank,
         frozen_unchanged=not moved,
         moved=moved,
-        trainable_changed=sum(1 for r in trainable if r[3]),
+        trainable_changed=sum(1 for r in trainable if r.changed),
         trainable_total=len(trainable),
         final_loss=check.step_loss[-1] if check.step_loss else None,
         steps=len(check.step_loss),
@@ -137,9 +136,9 @@ def merge_ranks(checks: list[RankCheck], **meta: Any) -> DistributedFineTuneRepo
     """One report from every rank's :class:`RankCheck` (sorted by rank; rank 0 first)."""
     checks = sorted(checks, key=lambda c: c.rank)
     first = checks[0]
-    by_rank = [{r[0]: r for r in c.rows} for c in checks]
+    by_rank = [{r.name: r for r in c.rows} for c in checks]
     report = DistributedFineTuneReport(**meta)
-    report.verification = [_row(r[0], checks, by_rank) for r in first.rows]
+    report.verification = [_row(r.name, checks, by_rank) for r in first.rows]
     report.ranks = [_verdict(c) for c in checks]
     for curve in dataclasses.fields(TrainingCurves):  # losses, accuracies, times: rank 0's
         setattr(report, curve.name, list(getattr(first, curve.name)))

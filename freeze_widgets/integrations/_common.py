@@ -12,6 +12,7 @@ from freeze_widgets.checks.audit import audit_optimizer
 from freeze_widgets.checks.findings import Finding, format_findings
 from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.verify.guard import FreezeGuard, GuardReport
+from freeze_widgets.verify.ranks import check_after_wrap
 
 log = logging.getLogger("freeze_widgets.integrations")
 
@@ -81,11 +82,27 @@ class GuardSession:
             log.info("FreezeSpec applied: %s", change)
         self.applied = True
 
-    def begin(self, model: nn.Module, optimizers: Iterable[torch.optim.Optimizer]) -> None:
-        """Audit the optimizers against the freeze, then start guarding their steps."""
+    def begin(
+        self,
+        model: nn.Module,
+        optimizers: Iterable[torch.optim.Optimizer],
+        wrapped: nn.Module | None = None,
+    ) -> None:
+        """Audit the optimizers and the wrapped model against the freeze, then guard the steps.
+
+        ``wrapped`` is what the framework's strategy made of ``model`` (DDP, FSDP); a frozen
+        parameter it made trainable again is a ``trainable_after_wrap`` finding.
+
+        A guard left active by a run that failed without telling the callback (transformers
+        has no exception event) is ended first, so its hooks never carry into this run.
+        """
+        self.abort()
         self.apply_spec(model)
         opts = [unwrap(o) for o in optimizers]
-        self.findings = [f for o in opts for f in audit_optimizer(model, o)]
+        # One audit over all optimizers: a tensor trained by any of them is in an optimizer.
+        self.findings = audit_optimizer(model, opts) if opts else []
+        if self.spec is not None:  # the strategy has wrapped the model by now
+            self.findings += check_after_wrap(wrapped if wrapped is not None else model, self.spec)
         if self.findings:
             log.warning("Optimizer audit:\n%s", format_findings(self.findings))
         else:
@@ -114,6 +131,6 @@ class GuardSession:
     def abort(self) -> None:
         """Remove the hooks without a final check (training is failing already)."""
         if self.guard is not None:
-            self.guard.__exit__(RuntimeError, RuntimeError("aborted"), None)
-            self.report = self.guard.report
-            self.guard = None
+            guard, self.guard = self.guard, None
+            guard.abort()
+            self.report = guard.report

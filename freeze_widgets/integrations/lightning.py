@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 try:
     from lightning.pytorch import LightningModule, Trainer
     from lightning.pytorch.callbacks import Callback
@@ -41,7 +43,10 @@ class FreezeGuardCallback(GuardSessionOwner, Callback):  # type: ignore[misc]
             self._session.apply_spec(pl_module)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._session.begin(pl_module, trainer.optimizers)
+        wrapped = getattr(trainer.strategy, "model", None)
+        self._session.begin(
+            pl_module, trainer.optimizers, wrapped if isinstance(wrapped, nn.Module) else None
+        )
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._session.end()

@@ -7,9 +7,9 @@ Pure data and text: nothing here touches a model. :class:`FineTuneReport` is wha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from freeze_widgets.checks.findings import Finding
+from freeze_widgets.verify.rows import VerificationRow, VerificationStatus
 
 __all__ = [
     "FineTuneReport",
@@ -18,6 +18,7 @@ __all__ = [
     "TrainingCurves",
     "UnfreezeEvent",
     "VerificationRow",
+    "VerificationStatus",
 ]
 
 
@@ -45,28 +46,6 @@ class UnfreezeEvent:
     group: str
     lr: float
     tensors: int
-
-
-VerificationStatus = Literal["ok", "MOVED", "no gradient path", "updated", "RANKS DIFFER"]
-"""A verification row's verdict ("RANKS DIFFER": trainable tensors unequal across processes)."""
-
-
-@dataclass(frozen=True)
-class VerificationRow:
-    """One parameter or BatchNorm buffer compared bitwise with its pre-training snapshot.
-
-    ``status`` is ``"ok"``, ``"MOVED"`` (frozen but changed), ``"no gradient path"`` (trainable
-    but unchanged) or ``"updated"`` (statistics of a frozen BatchNorm under the "train" policy,
-    which is expected to change).
-    """
-
-    name: str
-    kind: str
-    was_frozen: bool
-    changed: bool
-    max_abs_change: float
-    status: VerificationStatus
-    note: str = ""
 
 
 @dataclass
