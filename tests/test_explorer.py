@@ -166,7 +166,7 @@ def test_freeze_all_unfreeze_all_and_freeze_to(resnet18: nn.Module) -> None:
     ex.toolbar.unfreeze_all.click()
     assert ex.counts.frozen == 0
     # The last row of layer3: everything up to and including it freezes (freeze_through).
-    ex.tree_view._on_msg(ex.tree_view, {"type": "freeze_to", "path": "layer3.1.bn2"}, [])
+    ex.tree_view.receive({"type": "freeze_to", "path": "layer3.1.bn2"})
     trainable_top = {n.split(".")[0] for n, p in resnet18.named_parameters() if p.requires_grad}
     assert trainable_top == {"layer4", "fc"}
     assert_display_matches_model(ex)
@@ -177,7 +177,7 @@ def test_freeze_up_to_a_nested_row_is_freeze_through(
 ) -> None:
     ex = FreezeExplorer(resnet18)
     rec = Recorder(ex, monkeypatch)
-    ex.tree_view._on_msg(ex.tree_view, {"type": "freeze_to", "path": "layer3.1.conv1"}, [])
+    ex.tree_view.receive({"type": "freeze_to", "path": "layer3.1.conv1"})
     names = [n for n, _ in resnet18.named_parameters()]
     cut = names.index("layer3.1.conv1.weight") + 1  # conv1 has no bias
     assert [n for n, p in resnet18.named_parameters() if not p.requires_grad] == names[:cut]
@@ -275,7 +275,7 @@ def test_sync_message_resends_current_tree(
     ex = FreezeExplorer(resnet18)
     ex.tick("layer1")
     rec = Recorder(ex, monkeypatch)
-    ex.tree_view._on_msg(ex.tree_view, {"type": "sync"}, [])
+    ex.tree_view.receive({"type": "sync"})
     assert rec.sent[0]["type"] == "full"
     layer1 = next(r for r in rec.sent[0]["nodes"] if r["p"] == "layer1")
     assert layer1["tr"] == 0

@@ -14,8 +14,8 @@ Heavy imports (onnx, onnxruntime) happen inside the functions that need them.
 
 from __future__ import annotations
 
-from freeze_widgets.export._common import ExampleInputs
 from freeze_widgets.export.binding import BoundModule, bind
+from freeze_widgets.export.inputs import ExampleInputs
 from freeze_widgets.export.onnx import OnnxExporter, export_onnx
 from freeze_widgets.export.report import ExporterName, ExportReport, ParityResult
 from freeze_widgets.export.torchscript import TorchScriptMethod, export_torchscript

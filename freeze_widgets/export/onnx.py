@@ -18,14 +18,13 @@ from torch import nn
 
 from freeze_widgets.base.wording import first_line
 from freeze_widgets.export._common import (
-    ExampleInputs,
     ExportJob,
     Loaded,
     VerifyOptions,
     Written,
-    passes_positionally,
     run_export,
 )
+from freeze_widgets.export.inputs import ExampleInputs, passes_positionally
 from freeze_widgets.export.onnx_freeze import mark_freeze
 from freeze_widgets.export.parity import ort_runner
 from freeze_widgets.export.report import ExportReport

@@ -12,15 +12,14 @@ from torch import nn
 
 from freeze_widgets.base.wording import first_line
 from freeze_widgets.export._common import (
-    ExampleInputs,
     ExportJob,
     Loaded,
     VerifyOptions,
     Written,
-    passes_positionally,
     run_export,
 )
 from freeze_widgets.export.binding import BoundModule, PositionalInputs
+from freeze_widgets.export.inputs import ExampleInputs, passes_positionally
 from freeze_widgets.export.parity import Runner, flatten
 from freeze_widgets.export.report import ExportReport
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from freeze_widgets.ui.explorer import FreezeExplorer, ModelBusy, explore
+    from freeze_widgets.ui.explorer import FreezeExplorer, explore
+    from freeze_widgets.ui.guarded import ModelBusy
 
 __all__ = ["FreezeExplorer", "ModelBusy", "explore"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from freeze_widgets.ui import explorer
+        import importlib
 
-        return getattr(explorer, name)
+        home = "guarded" if name == "ModelBusy" else "explorer"
+        return getattr(importlib.import_module(f"freeze_widgets.ui.{home}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

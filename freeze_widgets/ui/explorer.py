@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import html
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import ipywidgets as widgets
 import torch
@@ -28,6 +26,7 @@ from freeze_widgets.ui.config_view import ConfigView
 from freeze_widgets.ui.cost_line import LiveCost
 from freeze_widgets.ui.export_panel import ExportPanel
 from freeze_widgets.ui.finetune_panel import FineTunePanel
+from freeze_widgets.ui.guarded import ModelBusy, guarded
 from freeze_widgets.ui.header import Header, weights_notice
 from freeze_widgets.ui.lifecycle import close_widget_tree, current_cell_id, remember, take_previous
 from freeze_widgets.ui.messages import MessageArea
@@ -39,35 +38,6 @@ from freeze_widgets.ui.toolbar import Toolbar
 from freeze_widgets.ui.tree_widget import TreeWidget
 
 __all__ = ["FreezeExplorer", "ModelBusy", "explore"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class ModelBusy(RuntimeError):
-    """A model-changing action was refused because a fine-tune or export holds the model."""
-
-
-def _guarded(context: str) -> Callable[[F], F]:
-    """Show any error of a UI handler as one line in the message area, then resync the view.
-
-    Exceptions inside widget callbacks are otherwise only logged, invisible in the notebook.
-    """
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def run(self: FreezeExplorer, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(self, *args, **kwargs)
-            except (ModelBusy, ModelChanged) as exc:
-                self.messages.refuse(f"{context} refused: {exc}")
-            except Exception as exc:
-                self.messages.error(exc, context)
-            self._resync()
-            return None
-
-        return run  # type: ignore[return-value]
-
-    return wrap
 
 
 class FreezeExplorer(widgets.VBox):
@@ -204,11 +174,11 @@ class FreezeExplorer(widgets.VBox):
     def tick(self, path: str, frozen: bool = True) -> None:
         """Tick (freeze) or untick a row exactly as a click in the browser does."""
         message = {"type": "tick", "path": path, "frozen": bool(frozen)}
-        self.tree_view._on_msg(self.tree_view, message, [])
+        self.tree_view.receive(message)
 
     def freeze_up_to(self, path: str) -> None:
         """ "Freeze up to here" on a row, exactly as its button (or key U) in the browser does."""
-        self.tree_view._on_msg(self.tree_view, {"type": "freeze_to", "path": path}, [])
+        self.tree_view.receive({"type": "freeze_to", "path": path})
 
     def state(self, path: str) -> NodeState:
         """The node's state as displayed: "trainable", "frozen", "partial" or "empty"."""
@@ -344,7 +314,7 @@ class FreezeExplorer(widgets.VBox):
 
     # ------------------------------------------------------------------ handlers
 
-    @_guarded("freeze")
+    @guarded("freeze")
     def _on_tick(self, content: dict[str, Any]) -> None:
         path = content.get("path")
         if not isinstance(path, str):
@@ -354,7 +324,7 @@ class FreezeExplorer(widgets.VBox):
         self.messages.clear()
         self._apply(changed)
 
-    @_guarded("freeze up to here")
+    @guarded("freeze up to here")
     def _on_freeze_to(self, content: dict[str, Any]) -> None:
         path = content.get("path")
         if not isinstance(path, str):
@@ -370,12 +340,12 @@ class FreezeExplorer(widgets.VBox):
         self.messages.info(f"froze everything up to and including {path or 'the model'}; {rest}")
         self._apply(changed)
 
-    @_guarded("after fine-tune")
+    @guarded("after fine-tune")
     def _on_finetune_finished(self, _report: Any) -> None:
         # The run may have replaced the head or unfrozen groups: re-read the model.
         self.refresh()
 
-    @_guarded("filter")
+    @guarded("filter")
     def _on_filter(self, change: dict[str, Any]) -> None:
         self._show_filter(str(change["new"]))
 
@@ -386,7 +356,7 @@ class FreezeExplorer(widgets.VBox):
         finally:
             self.toolbar.bn.observe(self._on_bn_policy, names="value")
 
-    @_guarded("BatchNorm policy")
+    @guarded("BatchNorm policy")
     def _on_bn_policy(self, change: dict[str, Any]) -> None:
         try:
             self._check_idle()
@@ -399,13 +369,13 @@ class FreezeExplorer(widgets.VBox):
         self._apply(changed)
         self.messages.info(f"BatchNorm policy {change['new']!r} applied to frozen BatchNorm layers")
 
-    @_guarded("code view")
+    @guarded("code view")
     def _on_code_toggle(self, change: dict[str, Any]) -> None:
         self.config_view.layout.display = "" if change["new"] else "none"
         if change["new"]:
             self._show_code()
 
-    @_guarded("save spec")
+    @guarded("save spec")
     def _on_save(self, _button: Any = None) -> None:
         path = Path(self.toolbar.spec_path.value).expanduser()
         if not path.parent.exists():
@@ -414,7 +384,7 @@ class FreezeExplorer(widgets.VBox):
         path.write_text(spec.to_json(), encoding="utf-8")
         self.messages.info(f"saved {len(spec.frozen)} frozen paths to {path}")
 
-    @_guarded("load spec")
+    @guarded("load spec")
     def _on_load(self, _button: Any = None) -> None:
         self._check_idle()
         path = Path(self.toolbar.spec_path.value).expanduser()

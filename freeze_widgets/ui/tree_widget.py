@@ -83,7 +83,11 @@ class TreeWidget(anywidget.AnyWidget):
         """Forget every handler (they are bound methods of the explorer; see close())."""
         self._handlers.clear()
 
-    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+    def receive(self, content: Any) -> None:
+        """Handle ``content`` exactly as the same message from the browser (like ``click()``).
+
+        Tests and the explorer's ``tick`` drive the tree through here, the path a click takes.
+        """
         if not isinstance(content, dict):
             return
         kind = content.get("type")
@@ -93,3 +97,6 @@ class TreeWidget(anywidget.AnyWidget):
         handler = self._handlers.get(str(kind))
         if handler is not None:
             handler(content)
+
+    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        self.receive(content)
