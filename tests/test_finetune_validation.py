@@ -106,4 +106,4 @@ def test_nproc_dispatches_to_the_distributed_runner(
     assert seen["model"] is small_cnn and seen["nproc"] == 2 and seen["strategy"] == "fsdp"
     assert seen["steps"] == 3 and seen["lr"] == 0.01
     with pytest.raises(ValueError, match="single process only"):
-        finetune(small_cnn, steps=1, nproc=2, callback=print)
+        finetune(small_cnn, steps=1, nproc=2, augment=True)

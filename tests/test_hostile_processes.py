@@ -104,11 +104,16 @@ def test_timeout_s_is_a_finetune_argument(no_launch: None) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_stop_kills_a_multi_process_run_at_once_and_leaves_nothing(tmp_path: Path) -> None:
-    """What closing the explorer does: no 32 s block, no worker left until the timeout."""
+def test_abort_kills_a_multi_process_run_at_once_and_leaves_nothing(tmp_path: Path) -> None:
+    """What closing the explorer does: no 32 s block, no worker left until the timeout.
+
+    (Stop itself ends the ranks together at a step boundary and keeps what was trained:
+    tests/test_distributed_live.py. Here the data hangs, so no step boundary ever comes.)
+    """
     import psutil
 
     from freeze_widgets.distributed import DistributedRunError
+    from freeze_widgets.distributed.launcher import abort
     from tests.distributed_helpers import Misbehaving
 
     me = psutil.Process()
@@ -121,7 +126,7 @@ def test_stop_kills_a_multi_process_run_at_once_and_leaves_nothing(tmp_path: Pat
 
     def press_stop() -> None:
         set_at.append(time.monotonic())
-        stop.set()
+        abort(stop)
 
     timer = threading.Timer(3.0, press_stop)
     timer.start()
@@ -266,6 +271,7 @@ def test_a_stopped_run_writes_nothing_to_the_system_temp_folder(
     import tempfile
 
     from freeze_widgets.distributed import DistributedRunError
+    from freeze_widgets.distributed.launcher import abort
     from tests.distributed_helpers import Misbehaving
 
     temp = tmp_path / "tmp"
@@ -273,7 +279,7 @@ def test_a_stopped_run_writes_nothing_to_the_system_temp_folder(
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     monkeypatch.setenv("TMPDIR", str(temp))
     stop = threading.Event()
-    timer = threading.Timer(4.0, stop.set)
+    timer = threading.Timer(4.0, abort, args=(stop,))
     timer.start()
     try:
         with pytest.raises(DistributedRunError, match="stopped"):

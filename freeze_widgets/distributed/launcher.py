@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,21 @@ def _failure_error(out: Path, returncode: int) -> DistributedRunError:
 
 _POLL_S = 0.2
 # After Stop, the ranks stop together at their next step and the run ends normally; a run that
-# has not ended this long after Stop (a rank stuck in a collective) is killed instead.
+# has not ended this long after Stop (a rank stuck in data loading or a collective) is killed.
 _STOP_GRACE_S = 20.0
+# Runs whose owner went away (abort): killed at once instead of at a step boundary.
+_ABORTED: weakref.WeakSet[threading.Event] = weakref.WeakSet()
+
+
+def abort(stop: threading.Event) -> None:
+    """Kill the run that watches ``stop`` now, leaving the model as it was (its owner closed).
+
+    Stop (``stop.set()``) ends a run at a step boundary and keeps what was trained; an explorer
+    that closes cannot wait for that, so it aborts: every process of the run is killed within a
+    poll (a fraction of a second) and nothing is kept.
+    """
+    _ABORTED.add(stop)
+    stop.set()
 
 
 def _wait(
@@ -149,12 +163,13 @@ def _wait(
             pass
         if stop is not None and stop.is_set() and stop_deadline is None:
             (out / STOP_FILE).touch()  # every rank sees it at its next step
-            stop_deadline = time.monotonic() + _STOP_GRACE_S
+            stop_deadline = time.monotonic() + (0.0 if stop in _ABORTED else _STOP_GRACE_S)
         if stop_deadline is not None and time.monotonic() >= stop_deadline:
             reap(proc)
             raise DistributedRunError(
-                f"the distributed run did not end within {_STOP_GRACE_S:g} s of Stop: all "
-                "workers were killed, and the model was left as it was before the run",
+                "the distributed run was stopped: all workers were killed, and the model was "
+                "left as it was before the run (a run that is closed, or does not reach a step "
+                f"boundary within {_STOP_GRACE_S:g} s of Stop, keeps nothing part-way)",
                 rank=None,
                 cause="stopped",
                 log_tail=_log_tail(out),

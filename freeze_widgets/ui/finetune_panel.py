@@ -23,6 +23,7 @@ from freeze_widgets.checks.preflight import check_distributed
 from freeze_widgets.data.synthetic import (
     DEFAULT_IMAGE_SIZE,
 )
+from freeze_widgets.distributed.launcher import abort
 from freeze_widgets.run import finetune
 from freeze_widgets.training import FineTuneReport, StepEvent
 from freeze_widgets.ui.background import BackgroundWork
@@ -284,7 +285,10 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         self.eta.value = "stopping after this step..."
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop a running fine-tune (after its current step), then close every widget.
+        """Stop a running fine-tune, then close every widget.
+
+        One process stops after its current step; worker processes are killed at once (the
+        model is left as it was), so closing never waits for a run.
 
         Args:
             timeout: Seconds to wait for the run to stop; a run still going after that ends
@@ -293,7 +297,7 @@ class FineTunePanel(BackgroundWork, widgets.VBox):
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
+        abort(self._stop)  # a run in worker processes is killed now, not at its next step
         self.wait(timeout)
         close_widget_tree(self)
         super().close()
