@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,21 +214,78 @@ def finetune_distributed(
     """
     require_module(model)
     options = FineTuneOptions.checked(
-        epochs=epochs,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        bn=bn,
+        epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, bn=bn,
         seed=seed,
-    )
+    )  # fmt: skip
     check_nproc(nproc)
     _check_strategy(strategy)
     timeout_s = require_positive_number(timeout_s, "timeout_s")
     if stop is not None and not callable(getattr(stop, "is_set", None)):
         raise TypeError(f"stop must be a threading.Event or None; got {type(stop).__name__}")
     if isinstance(data, DataLoader):
-        batch_size, data = data.batch_size or batch_size, data.dataset
+        options = replace(options, batch_size=data.batch_size or options.batch_size)
+        data = data.dataset
+    plan = _plan_run(model, data, options, nproc, num_classes, unfreeze_schedule, image_size,
+                     synthetic_n)  # fmt: skip
+    if strategy == "ddp" and not isinstance(data, (str, Path)):
+        _refuse_unused_trainable(model, data, image_size)
+
+    out = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fw-dist-"))
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        job = JobConfig(
+            out_dir=str(out),
+            spec_json=FreezeSpec.from_model(model, bn=options.bn).to_json(),
+            strategy=strategy,
+            epochs=options.epochs,
+            steps=options.steps,
+            batch_size=options.batch_size,
+            lr=options.lr,
+            optimizer=options.optimizer,
+            image_size=image_size,
+            num_classes=plan.num_classes if plan.new_head else None,
+            synthetic_n=synthetic_n,
+            seed=options.seed,
+            data=_data_ref(data, out),
+            model_file=str(out / "model.pt"),
+            schedule=plan.schedule,
+            save_rank_states=keep_rank_states,
+            private_dir=workdir is None,
+            timeout_s=timeout_s,
+        )
+        report, state = _launch(model, job, nproc, callback, stop)
+    finally:
+        if workdir is None:
+            shutil.rmtree(out, ignore_errors=True)
+    # Success: now (and only now) the caller's model changes, as finetune would change it.
+    if plan.new_head and plan.num_classes is not None:
+        report.head_replaced = replace_head(model, plan.num_classes, options.seed)
+    report.num_classes = plan.num_classes
+    _apply_to_caller(model, report, state, options.bn)
+    return report
+
+
+@dataclass(frozen=True)
+class _RunPlan:
+    """What the caller's process settles before any worker starts."""
+
+    num_classes: int | None
+    new_head: bool
+    schedule: dict[int, list[str]]
+
+
+def _plan_run(
+    model: nn.Module,
+    data: Any,
+    options: FineTuneOptions,
+    nproc: int,
+    num_classes: int | None,
+    unfreeze_schedule: Any,
+    image_size: int,
+    synthetic_n: int,
+) -> _RunPlan:
+    """Classes, head and schedule, and the checks one process makes first (seconds, not a
+    worker's minute): something to train, an importable model and data, one batch that fits."""
     known_classes, n_items = _classes_and_size(data, image_size, synthetic_n)
     num_classes = num_classes if num_classes is not None else known_classes
     head = find_head(model)
@@ -237,56 +295,35 @@ def finetune_distributed(
             "nothing to train: every parameter is frozen; untick a module or call "
             "unfreeze(model, 'fc')"
         )
-    per_rank_batches = math.ceil(math.ceil(n_items / nproc) / batch_size)
-    planned = plan_steps(epochs, steps, per_rank_batches).epochs
+    per_rank_batches = math.ceil(math.ceil(n_items / nproc) / options.batch_size)
+    planned = plan_steps(options.epochs, options.steps, per_rank_batches).epochs
     head_path = head[0] if new_head and head is not None else None
     schedule = resolve_schedule(model, unfreeze_schedule, planned, new_head=head_path)
     _require_importable(model, data)
-    if data is not None:  # what one process checks first, here in seconds, not in a worker
-        loader, _ = make_loader(data, batch_size=batch_size, image_size=image_size, seed=seed)
-        check_one_batch(model, loader, num_classes, new_head=new_head)
-    if strategy == "ddp" and not isinstance(data, (str, Path)):
-        _refuse_unused_trainable(model, data, image_size)
-
-    out = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fw-dist-"))
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        job = JobConfig(
-            out_dir=str(out),
-            spec_json=FreezeSpec.from_model(model, bn=bn).to_json(),
-            strategy=strategy,
-            epochs=epochs,
-            steps=steps,
-            batch_size=batch_size,
-            lr=float(lr),
-            optimizer=options.optimizer,
-            image_size=image_size,
-            num_classes=num_classes if new_head else None,
-            synthetic_n=synthetic_n,
-            seed=seed,
-            data=_data_ref(data, out),
-            model_file=str(out / "model.pt"),
-            schedule=schedule,
-            save_rank_states=keep_rank_states,
-            private_dir=workdir is None,
-            timeout_s=float(timeout_s),
+    if data is not None:
+        loader, _ = make_loader(
+            data, batch_size=options.batch_size, image_size=image_size, seed=options.seed
         )
-        _save_model(model, out / "model.pt")
-        t0 = time.perf_counter()
-        on_progress = None if callback is None else _step_events(callback)
-        result = launch(job, nproc, timeout_s, on_progress=on_progress, stop=stop)
-        report = DistributedFineTuneReport.from_dict(result)
-        report.launch_seconds = time.perf_counter() - t0
-        state = torch.load(out / "state.pt", weights_only=True)
-    finally:
-        if workdir is None:
-            shutil.rmtree(out, ignore_errors=True)
-    # Success: now (and only now) the caller's model changes, as finetune would change it.
-    if new_head and num_classes is not None:
-        report.head_replaced = replace_head(model, num_classes, seed)
-    report.num_classes = num_classes
-    _apply_to_caller(model, report, state, bn)
-    return report
+        check_one_batch(model, loader, num_classes, new_head=new_head)
+    return _RunPlan(num_classes, new_head, schedule)
+
+
+def _launch(
+    model: nn.Module,
+    job: JobConfig,
+    nproc: int,
+    callback: Callable[[StepEvent], Any] | None,
+    stop: threading.Event | None,
+) -> tuple[DistributedFineTuneReport, dict[str, torch.Tensor]]:
+    """Save the model for the workers, run them, and read back the report and the state."""
+    out = Path(job.out_dir)
+    _save_model(model, out / "model.pt")
+    t0 = time.perf_counter()
+    on_progress = None if callback is None else _step_events(callback)
+    result = launch(job, nproc, job.timeout_s, on_progress=on_progress, stop=stop)
+    report = DistributedFineTuneReport.from_dict(result)
+    report.launch_seconds = time.perf_counter() - t0
+    return report, torch.load(out / "state.pt", weights_only=True)
 
 
 def _step_events(callback: Callable[[StepEvent], Any]) -> Callable[[dict[str, Any]], None]:

@@ -76,6 +76,8 @@ from freeze_widgets.verify.rows import snapshot, verify
 __all__ = ["finetune_one_process"]
 
 
+# Over 60 lines on purpose: validate, prepare and train inside one all_or_nothing block,
+# read whole (splitting it would hide which steps the rollback covers).
 def finetune_one_process(
     model: nn.Module,
     data: Any,

@@ -63,6 +63,8 @@ class FreezeExplorer(widgets.VBox):
         ('frozen', 'partial')
     """
 
+    # Over 60 lines on purpose: a widget's children are built in one place and read
+    # whole, in the order they appear on screen.
     def __init__(
         self,
         model: nn.Module,

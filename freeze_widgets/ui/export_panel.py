@@ -75,6 +75,8 @@ class ExportPanel(BackgroundWork, widgets.VBox):
             ``exports/model.onnx``).
     """
 
+    # Over 60 lines on purpose: a widget's children are built in one place and read
+    # whole, in the order they appear on screen.
     def __init__(
         self,
         get_model: Callable[[], nn.Module],

@@ -30,6 +30,8 @@ class _Shared:
     before the browser can render: sharing them keeps the explorer quick to appear.
     """
 
+    # Over 60 lines on purpose: a widget's children are built in one place and read
+    # whole, in the order they appear on screen.
     def __init__(self) -> None:
         # flex 0 0 auto: a narrow notebook wraps the row instead of cutting labels ("expan...").
         self.auto = widgets.Layout(width="auto", flex="0 0 auto")
