@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from freeze_widgets.base.checks import require_module
+from freeze_widgets.base.checks import BnPolicy, require_module
+from freeze_widgets.checks.preflight import RunStrategy
 from freeze_widgets.data.synthetic import DEFAULT_IMAGE_SIZE
 from freeze_widgets.distributed.runner import check_nproc, finetune_distributed
 from freeze_widgets.training.loop import finetune_one_process
@@ -36,14 +37,14 @@ def finetune(
     num_classes: int | None = None,
     callback: Callable[[StepEvent], Any] | None = None,
     unfreeze_schedule: str | Sequence[Any] | dict[int, Any] | None = None,
-    bn: str | None = None,
+    bn: BnPolicy | None = None,
     augment: bool = False,
     cache_features: bool | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     seed: int = 0,
     stop: threading.Event | None = None,
     nproc: int = 1,
-    strategy: str = "ddp",
+    strategy: RunStrategy = "ddp",
     timeout_s: float = 600.0,
     lr_groups: dict[str, Any] | None = None,
 ) -> FineTuneReport:

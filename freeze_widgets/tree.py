@@ -15,7 +15,12 @@ from typing import Literal
 
 from torch import nn
 
-from freeze_widgets.base.checks import check_bn_policy, require_initialized, require_module
+from freeze_widgets.base.checks import (
+    BnPolicy,
+    check_bn_policy,
+    require_initialized,
+    require_module,
+)
 from freeze_widgets.base.modules import param_numel
 from freeze_widgets.base.wording import unknown_name_error
 from freeze_widgets.freezing.bn import is_batchnorm, set_bn_policy
@@ -273,7 +278,7 @@ class ModuleTree:
 
     # ------------------------------------------------------------------ changing
 
-    def set_frozen(self, path: str, frozen: bool, *, bn: str = "eval") -> list[Node]:
+    def set_frozen(self, path: str, frozen: bool, *, bn: BnPolicy = "eval") -> list[Node]:
         """Freeze or unfreeze the subtree at ``path`` in the model, updating counts in place.
 
         Only the nodes whose subtree holds a changed parameter are touched (the subtree and its
@@ -303,7 +308,7 @@ class ModuleTree:
             apply_freeze(self.model, params, names, bns, frozen=frozen, bn=bn)
         )
 
-    def freeze_through(self, path: str, *, bn: str = "eval") -> list[Node]:
+    def freeze_through(self, path: str, *, bn: BnPolicy = "eval") -> list[Node]:
         """Freeze everything up to and including the row ``path``; the rest trains.
 
         The model changes through the core :func:`~freeze_widgets.freezing.targets.freeze_through`;
@@ -333,7 +338,7 @@ class ModuleTree:
             touched.add(i)
         return [self.nodes[i] for i in sorted(touched)]
 
-    def set_bn_policy(self, bn: str) -> list[Node]:
+    def set_bn_policy(self, bn: BnPolicy) -> list[Node]:
         """Re-apply a BatchNorm policy to every frozen BatchNorm layer.
 
         Returns:

@@ -27,12 +27,14 @@ from freeze_widgets.freezing.bn import bn_is_frozen, bn_state
 __all__ = ["STRATEGIES", "Strategy", "check_distributed"]
 
 Strategy = Literal["ddp", "fsdp", "fsdp1"]
+#: What a multi-process fine-tune runs with: DDP or FSDP2 (``fully_shard``).
+RunStrategy = Literal["ddp", "fsdp"]
 STRATEGIES: tuple[str, ...] = ("ddp", "fsdp", "fsdp1")
 
 
 def check_distributed(
     model: nn.Module,
-    strategy: str = "ddp",
+    strategy: Strategy = "ddp",
     example_inputs: Any = None,
     *,
     sync_batchnorm: bool = False,

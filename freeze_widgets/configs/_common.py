@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from freeze_widgets.base.checks import require_eager_module
+from freeze_widgets.base.checks import BnPolicy, require_eager_module
 from freeze_widgets.base.wording import close_matches
 from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.freezing.targets import resolve_targets, select
@@ -96,7 +96,7 @@ def grad_map_of_spec(spec: FreezeSpec, model: nn.Module) -> GradMap:
     return {n: id(p) not in frozen for n, p in model.named_parameters()}
 
 
-def spec_from_grad_map(model: nn.Module, grad_map: GradMap, bn: str = "eval") -> FreezeSpec:
+def spec_from_grad_map(model: nn.Module, grad_map: GradMap, bn: BnPolicy = "eval") -> FreezeSpec:
     """The FreezeSpec (shortest paths) that freezes exactly the names ``grad_map`` freezes."""
     named = dict(model.named_parameters())
     frozen = {id(named[n]) for n, trains in grad_map.items() if not trains}

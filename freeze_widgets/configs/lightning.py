@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from freeze_widgets.base.checks import BnPolicy
 from freeze_widgets.base.modules import parent_path
 from freeze_widgets.configs._common import (
     GradMap,
@@ -58,7 +59,7 @@ def grad_map(config: dict[str, Any], model: nn.Module) -> tuple[GradMap, list[st
     return {n: id(p) not in frozen for n, p in model.named_parameters()}, notes
 
 
-def write(wanted: GradMap, model: nn.Module, bn: str) -> dict[str, Any]:
+def write(wanted: GradMap, model: nn.Module, bn: BnPolicy) -> dict[str, Any]:
     """The shortest ``freeze`` list, with ``train_bn`` True where that says it more briefly."""
     named = dict(model.named_parameters())
     frozen = {id(named[n]) for n, t in wanted.items() if not t}

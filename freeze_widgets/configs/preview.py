@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from freeze_widgets.base.checks import BnPolicy
 from freeze_widgets.base.wording import unknown_name_error
 from freeze_widgets.configs._common import (
     ConfigPreview,
@@ -87,7 +88,7 @@ def _target(target: object) -> str:
     return key
 
 
-def _write(target: str, wanted: GradMap, model: nn.Module, bn: str) -> dict[str, Any]:
+def _write(target: str, wanted: GradMap, model: nn.Module, bn: BnPolicy) -> dict[str, Any]:
     if target == "timm":
         return timm_write(wanted, model, bn)
     if target == "lightning":
@@ -167,7 +168,7 @@ def from_config(target: str, config: object, model: nn.Module) -> FreezeSpec:
             f"this {result.target} config names what is not in this model ({unmatched[0]}): is "
             "it for another model? Check it with preview() first"
         )
-    bn = "train" if result.target == "fts" else "eval"  # FTS's frozen_bn_track_running_stats
+    bn: BnPolicy = "train" if result.target == "fts" else "eval"  # FTS's track_running_stats
     if result.target == "timm":
         bn = timm_bn_policy(result.config)
     return spec_from_grad_map(model, result.grad_map, bn)

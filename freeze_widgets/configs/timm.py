@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from freeze_widgets.base.checks import BnPolicy
 from freeze_widgets.configs._common import (
     GradMap,
     InexpressibleError,
@@ -50,11 +51,11 @@ def grad_map(config: dict[str, Any], model: nn.Module) -> tuple[GradMap, list[st
     return {n: id(p) not in frozen for n, p in model.named_parameters()}, []
 
 
-def bn_policy(config: dict[str, Any]) -> str:
+def bn_policy(config: dict[str, Any]) -> BnPolicy:
     return "frozen" if config.get("include_bn_running_stats", True) else "train"
 
 
-def write(wanted: GradMap, model: nn.Module, bn: str) -> dict[str, Any]:
+def write(wanted: GradMap, model: nn.Module, bn: BnPolicy) -> dict[str, Any]:
     """``submodules`` freezing ``wanted``; a frozen parameter alone cannot be said to timm."""
     named = dict(model.named_parameters())
     frozen = {id(named[n]) for n, t in wanted.items() if not t}

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from freeze_widgets.base.checks import require_module
+from freeze_widgets.base.checks import BnPolicy, require_module
 from freeze_widgets.checks.batch import check_one_batch
-from freeze_widgets.checks.preflight import STRATEGIES, check_distributed
+from freeze_widgets.checks.preflight import STRATEGIES, RunStrategy, check_distributed
 from freeze_widgets.data.loaders import make_loader
 from freeze_widgets.data.synthetic import DEFAULT_SYNTHETIC_CLASSES
 from freeze_widgets.distributed.job import JobConfig
@@ -156,7 +156,7 @@ def finetune_distributed(
     data: Any = None,
     *,
     nproc: int = 2,
-    strategy: str = "ddp",
+    strategy: RunStrategy = "ddp",
     epochs: int = 1,
     steps: int | None = None,
     batch_size: int = 32,
@@ -164,7 +164,7 @@ def finetune_distributed(
     optimizer: str = "adamw",
     num_classes: int | None = None,
     unfreeze_schedule: Any = None,
-    bn: str | None = None,
+    bn: BnPolicy | None = None,
     image_size: int = 32,
     seed: int = 0,
     synthetic_n: int = 512,

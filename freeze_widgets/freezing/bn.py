@@ -220,7 +220,7 @@ def iter_batchnorms(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, mod
 
 
-def check_bn_policy_fits(bns: Mapping[str, nn.Module], bn: str) -> None:
+def check_bn_policy_fits(bns: Mapping[str, nn.Module], bn: BnPolicy) -> None:
     """Raise before any change if ``bn`` cannot be applied to every layer of ``bns``.
 
     Raises:
@@ -247,7 +247,7 @@ def check_bn_policy_fits(bns: Mapping[str, nn.Module], bn: str) -> None:
 
 
 def apply_bn_policy(
-    model: nn.Module, bns: Mapping[str, nn.Module], *, frozen: bool, bn: str
+    model: nn.Module, bns: Mapping[str, nn.Module], *, frozen: bool, bn: BnPolicy
 ) -> tuple[list[tuple[str, str, str]], list[str]]:
     """Give each layer of ``bns`` the policy its parameters call for (validate first).
 
@@ -311,7 +311,7 @@ def _parent_training(model: nn.Module, path: str) -> bool:
     return (model.get_submodule(parent) if parent else model).training
 
 
-def set_bn_policy(model: nn.Module, bn: str) -> FreezeChange:
+def set_bn_policy(model: nn.Module, bn: BnPolicy) -> FreezeChange:
     """Re-apply a BatchNorm policy to every frozen BatchNorm layer of ``model``, in place.
 
     Raises:

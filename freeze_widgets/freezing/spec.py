@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from freeze_widgets.base.checks import (
+    BnPolicy,
     check_bn_policy,
     require_eager_module,
     require_module,
@@ -74,7 +75,7 @@ def _preorder(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return order
 
 
-def _check_bn(bn: object, argument: str) -> str:
+def _check_bn(bn: object, argument: str) -> BnPolicy:
     """``check_bn_policy`` for a spec: the message says which document or field is wrong."""
     try:
         checked = check_bn_policy(bn, argument="bn")
@@ -84,9 +85,9 @@ def _check_bn(bn: object, argument: str) -> str:
     return checked
 
 
-def _policy_in_force(model: nn.Module) -> str:
+def _policy_in_force(model: nn.Module) -> BnPolicy:
     """The one BatchNorm policy of the frozen BatchNorm layers ("eval" when there are none)."""
-    policies: dict[str, list[str]] = {}
+    policies: dict[BnPolicy, list[str]] = {}
     batchnorms = dict(iter_batchnorms(model))
     for path, mod in model.named_modules():
         # A peer's freeze reads as the policy it behaves like (Lightning, timm).
@@ -191,7 +192,7 @@ class FreezeSpec:
     """
 
     frozen: tuple[str, ...] = ()
-    bn: str = "eval"
+    bn: BnPolicy = "eval"
     lr_mult: tuple[tuple[str, float], ...] = ()
     """Optional learning-rate multipliers by exact path (format version 2; see param_groups)."""
 
@@ -205,7 +206,7 @@ class FreezeSpec:
         object.__setattr__(self, "lr_mult", _check_lr_mult(self.lr_mult))
 
     @classmethod
-    def from_model(cls, model: nn.Module, *, bn: str | None = None) -> FreezeSpec:
+    def from_model(cls, model: nn.Module, *, bn: BnPolicy | None = None) -> FreezeSpec:
         """Record the current ``requires_grad`` state of ``model`` and its BatchNorm policy.
 
         Without ``bn``, the policy is the one actually in force on the frozen BatchNorm layers

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from freeze_widgets.base.checks import (
+    BnPolicy,
     check_bn_policy,
     require_eager_module,
     require_module,
@@ -178,7 +179,7 @@ def apply_freeze(
     bns: dict[str, nn.Module],
     *,
     frozen: bool,
-    bn: str = "eval",
+    bn: BnPolicy = "eval",
 ) -> FreezeChange:
     """Set ``requires_grad`` on ``params`` and apply the BatchNorm policy to ``bns``.
 
@@ -224,7 +225,7 @@ def _check_materialised(names: list[str], params: list[nn.Parameter]) -> None:
         )
 
 
-def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> FreezeChange:
+def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: BnPolicy) -> FreezeChange:
     """Make ``train`` trainable, then ``frozen`` frozen; report the net change.
 
     Unfreezing first means a parameter in both (tied across the two sides) ends frozen. Every
@@ -265,7 +266,7 @@ def retarget(model: nn.Module, train: Selection, frozen: Selection, bn: str) -> 
 
 
 def freeze(
-    model: nn.Module, *targets: str | nn.Module, bn: str = "eval", train_bn: bool = False
+    model: nn.Module, *targets: str | nn.Module, bn: BnPolicy = "eval", train_bn: bool = False
 ) -> FreezeChange:
     """Freeze parameters of ``model`` in place.
 
@@ -343,7 +344,7 @@ def top_level_groups(model: nn.Module) -> list[str]:
     return groups
 
 
-def freeze_to(model: nn.Module, n: int, *, bn: str = "eval") -> FreezeChange:
+def freeze_to(model: nn.Module, n: int, *, bn: BnPolicy = "eval") -> FreezeChange:
     """Freeze the first ``n`` top-level groups and unfreeze the rest (fastai's ``freeze_to``).
 
     Negative ``n`` counts from the end: ``freeze_to(model, -1)`` trains only the last group.
@@ -390,7 +391,7 @@ def _split_at(model: nn.Module, path: str) -> tuple[Selection, Selection]:
     return head, tail
 
 
-def freeze_through(model: nn.Module, path: str, *, bn: str = "eval") -> FreezeChange:
+def freeze_through(model: nn.Module, path: str, *, bn: BnPolicy = "eval") -> FreezeChange:
     """Freeze everything up to and including the row ``path``; make everything after it train.
 
     "Up to" follows the model's module order (``named_modules()`` pre-order): earlier siblings

@@ -11,7 +11,7 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from freeze_widgets.base.checks import on_meta_device
+from freeze_widgets.base.checks import BnPolicy, check_bn_policy, on_meta_device
 from freeze_widgets.cost.estimate import CostEstimate, estimate_cost
 from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.models.vision import load_model
@@ -193,8 +193,8 @@ class FreezeExplorer(widgets.VBox):
         return self.header.counts
 
     @property
-    def bn_policy(self) -> str:
-        return str(self.toolbar.bn.value)
+    def bn_policy(self) -> BnPolicy:
+        return check_bn_policy(self.toolbar.bn.value) or "eval"  # the toolbar offers policies only
 
     def cost(self, optimizer: str = "adamw", **kwargs: Any) -> CostEstimate:
         """The full training-memory estimate, activations included (one meta forward)."""
@@ -362,7 +362,7 @@ class FreezeExplorer(widgets.VBox):
     def _on_bn_policy(self, change: dict[str, Any]) -> None:
         try:
             self._check_idle()
-            changed = self.tree.set_bn_policy(str(change["new"]))
+            changed = self.tree.set_bn_policy(check_bn_policy(change["new"]) or "eval")
         except Exception:
             self._set_bn_quietly(str(change["old"]))  # never left showing a policy not applied
             raise

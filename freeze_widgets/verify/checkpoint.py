@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from freeze_widgets.base.checks import BnPolicy
 from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.verify.rows import (
     VerificationRow,
@@ -83,7 +84,7 @@ def _kind(name: str) -> str:
     return "buffer" if name.rsplit(".", 1)[-1] in _BN_BUFFERS else "parameter"
 
 
-def _compare(name: str, base: torch.Tensor, saved: torch.Tensor, frozen: bool, bn: str,
+def _compare(name: str, base: torch.Tensor, saved: torch.Tensor, frozen: bool, bn: BnPolicy,
              steps: int) -> VerificationRow:  # fmt: skip
     kind = _kind(name)
     if tuple(saved.shape) != tuple(base.shape):
