@@ -94,3 +94,56 @@ def test_the_explorers_own_batchnorm_swap_is_not_a_change_from_outside() -> None
     assert "changed outside" not in refused(ex)
     assert ex.state("0") == "frozen"
     ex.close()
+
+
+def _wide(n: int) -> nn.Sequential:
+    """More modules than the full check covers: the hooks must notice the change."""
+    return nn.Sequential(*[nn.Sequential(nn.Linear(2, 2), nn.ReLU()) for _ in range(n)])
+
+
+def test_a_large_model_is_watched_through_registration_hooks() -> None:
+    from freeze_widgets.ui import staleness
+
+    model = _wide(400)  # 1,201 modules
+    assert sum(1 for _ in model.modules()) > staleness.FULL_CHECK_MODULES
+    ex = FreezeExplorer(model)
+    ex.tick("0")
+    assert ex.state("0") == "frozen" and not model[0][0].weight.requires_grad
+    model[399][0] = nn.Linear(2, 5)  # in another cell, far from the row ticked next
+    ex.tick("1")
+    assert "changed outside the explorer" in refused(ex)
+    assert model[1][0].weight.requires_grad  # the stale click did nothing
+    trainable, total = independent(model)
+    assert (ex.counts.trainable, ex.counts.total) == (trainable, total)  # re-read
+    ex.tick("1")  # after the re-read the tick acts
+    assert not model[1][0].weight.requires_grad
+    ex.close()
+
+
+def test_a_replaced_parameter_of_a_large_model_is_noticed() -> None:
+    model = _wide(400)
+    ex = FreezeExplorer(model)
+    model[5][0].weight = nn.Parameter(torch.zeros(2, 2))  # a new, trainable object
+    ex.tick("5")
+    assert "changed outside the explorer" in refused(ex)
+    ex.close()
+
+
+def test_closing_removes_the_global_hooks() -> None:
+    from torch.nn.modules import module as torch_module
+
+    before = len(torch_module._global_module_registration_hooks)
+    ex = FreezeExplorer(_wide(2))
+    assert len(torch_module._global_module_registration_hooks) == before + 1
+    ex.close()
+    assert len(torch_module._global_module_registration_hooks) == before
+
+
+def test_a_deleted_module_of_a_small_model_is_noticed() -> None:
+    model = Small()
+    ex = FreezeExplorer(model)
+    del model.layer4  # no registration hook sees a delete: the full check on small models does
+    model.layer4 = nn.Identity()
+    ex.tick("fc")
+    assert "changed outside the explorer" in refused(ex)
+    ex.close()

@@ -33,7 +33,7 @@ from freeze_widgets.ui.messages import MessageArea
 from freeze_widgets.ui.panels_host import PanelsHost
 from freeze_widgets.ui.payload import visible_rows
 from freeze_widgets.ui.shapes import ShapeCache
-from freeze_widgets.ui.staleness import ModelChanged, structure_key
+from freeze_widgets.ui.staleness import ModelChanged, StructureWatch
 from freeze_widgets.ui.toolbar import Toolbar
 from freeze_widgets.ui.tree_widget import TreeWidget
 
@@ -79,7 +79,7 @@ class FreezeExplorer(widgets.VBox):
             raise TypeError(f"FreezeExplorer needs a torch.nn.Module, got {type(model).__name__}")
         self._model: nn.Module | None = model
         self._tree: ModuleTree | None = ModuleTree(model)
-        self._key = structure_key(model)
+        self._watch: StructureWatch | None = StructureWatch(model)
         self._shapes = ShapeCache()  # output shapes per row, from a meta-device forward
         self._cost: LiveCost | None = LiveCost(model)
         self._busy = BusyState()
@@ -159,6 +159,13 @@ class FreezeExplorer(widgets.VBox):
         return self._tree
 
     @property
+    def watch(self) -> StructureWatch:
+        """Notices the model changed outside the explorer (``staleness.StructureWatch``)."""
+        if self._watch is None:
+            raise RuntimeError("this explorer was closed; open a new one with explore(model)")
+        return self._watch
+
+    @property
     def busy(self) -> BusyState:
         """The one busy state the panels hold while they run (``busy.reason`` says which)."""
         return self._busy
@@ -203,7 +210,7 @@ class FreezeExplorer(widgets.VBox):
     def refresh(self) -> None:
         """Re-read the model after it was changed in another cell (``requires_grad``, modules)."""
         self.tree.refresh()
-        self._key = structure_key(self.model)
+        self.watch.reset(self.model)
         if self._cost is not None:
             self._cost.reload()
         self._resync()
@@ -216,7 +223,7 @@ class FreezeExplorer(widgets.VBox):
         """Close every widget this explorer made, stop its runs and servers, drop the model.
 
         Running fine-tunes are asked to stop and waited for briefly (their threads are daemon
-        threads); Netron servers the export panel started are stopped. Afterwards the explorer
+        threads); the graph views close. Afterwards the explorer
         holds no reference to the model, so the model can be garbage collected.
         """
         if getattr(self, "_model", None) is None:  # closed already, or a failed __init__
@@ -226,7 +233,10 @@ class FreezeExplorer(widgets.VBox):
             getattr(getattr(self, part, None), stop, lambda: None)()  # None after a failed init
         if hasattr(self, "tree_view"):
             self.tree_view.clear_handlers()
-        self._model = self._tree = self._cost = None
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.close()  # its global registration hooks go with the explorer
+        self._model = self._tree = self._cost = self._watch = None
         close_widget_tree(self)  # calls self.close() again: the branch above, then VBox's
 
     # ------------------------------------------------------------------ view updates
@@ -235,7 +245,7 @@ class FreezeExplorer(widgets.VBox):
         """Full reload of every view from the tree (build, refresh, after an error)."""
         if self._tree is None:
             return
-        self.tree_view.load(self.tree, self._shapes.get(self.model, self._key))
+        self.tree_view.load(self.tree, self._shapes.get(self.model, self.watch.key))
         self._show_filter(self.toolbar.filter.value)
         self._after_change()
 
@@ -247,7 +257,7 @@ class FreezeExplorer(widgets.VBox):
         self.panels.after_freeze_change()  # the "lr ×" rows of newly frozen layers read 0
 
     def _apply(self, changed: list[Node]) -> None:
-        self._key = structure_key(self.model)  # our own changes (a BatchNorm swap) are known
+        self.watch.acknowledge(self.model)  # our own changes (a BatchNorm swap) are known
         if changed:
             self.tree_view.send_delta(changed)
             if self.toolbar.trainable_only.value:  # what trains changed: so does the view
@@ -281,7 +291,7 @@ class FreezeExplorer(widgets.VBox):
 
     def _check_current(self) -> None:
         """Refuse (after re-reading the model) when it changed outside the explorer."""
-        if structure_key(self.model) != self._key:
+        if self.watch.changed(self.model):
             self.refresh()
             raise ModelChanged(
                 "the model was changed outside the explorer (a module or parameter replaced) "
