@@ -243,8 +243,7 @@ def test_to_config_never_writes_an_approximate_config() -> None:
 @pytest.mark.parametrize("build", ["nested", "tied", "gpt2"])
 def test_covering_paths_agrees_with_frozen_paths(build: str) -> None:
     from freeze_widgets import freeze
-    from freeze_widgets.configs._common import covering_paths
-    from freeze_widgets.freezing.spec import frozen_paths
+    from freeze_widgets.freezing.spec import covering_paths, frozen_paths
 
     from .conftest import Nested, Tied
 

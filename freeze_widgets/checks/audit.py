@@ -3,7 +3,7 @@
 It finds the three ways optimizers and a freeze disagree (docs/design.md, traps 2 and 3):
 frozen parameters still handed to an optimizer, trainable parameters none of them received (an
 unfreeze without ``add_param_group``), and a parameter listed twice (in two groups, or in two
-optimizers). The momentum rule here (:func:`carries_momentum`) is the one
+optimizers). The momentum rule (:mod:`freeze_widgets.checks.optimizer_state`) is the one
 :class:`~freeze_widgets.verify.guard.FreezeGuard` uses to name a cause, so the two agree.
 """
 
@@ -18,66 +18,10 @@ from torch import nn
 from freeze_widgets.base.checks import require_module
 from freeze_widgets.checks.findings import Finding
 from freeze_widgets.checks.lr_audit import frozen_outside_spec, lr_findings
+from freeze_widgets.checks.optimizer_state import carries_momentum, optimizer_list, optimizer_state
 from freeze_widgets.freezing.spec import FreezeSpec
 
-__all__ = [
-    "MOMENTUM_KEYS",
-    "audit_optimizer",
-    "carries_momentum",
-    "optimizer_list",
-    "optimizer_state",
-]
-
-# State that moves a parameter even when its gradient is zero: first moments (SGD and RMSprop
-# momentum, the Adam family's exp_avg). Second moments (exp_avg_sq, square_avg, sum, ...) only
-# scale an update that is zero anyway; NAdam's mu_product and ASGD's ax are bookkeeping that
-# never moves the parameter. The guard's causes and the audit's wording both read this list.
-MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")
-
-
-def optimizer_list(optimizer: object, *, allow_none: bool = False) -> list[torch.optim.Optimizer]:
-    """One optimizer or an iterable of them, as a list (None gives ``[]`` when allowed).
-
-    Raises:
-        TypeError: Anything else.
-    """
-    if optimizer is None and allow_none:
-        return []
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return [optimizer]
-    if isinstance(optimizer, Iterable) and not isinstance(optimizer, (str, bytes, Mapping)):
-        items = list(optimizer)
-        if all(isinstance(o, torch.optim.Optimizer) for o in items):
-            return items
-    raise TypeError(
-        "optimizer must be a torch.optim.Optimizer or a list of them; got "
-        f"{type(optimizer).__name__} (an object that only looks like an optimizer cannot be "
-        "hooked: wrap its parameters in a torch.optim.Optimizer subclass)"
-    )
-
-
-def optimizer_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> Mapping[str, Any]:
-    """``optimizer``'s state for ``p``, looking inside wrappers that keep it in an inner optimizer.
-
-    ``ZeroRedundancyOptimizer`` keeps the state of this rank's shard in ``.optim``;
-    accelerate's and Lightning's wrappers keep theirs in ``.optimizer``.
-    """
-    seen: set[int] = set()
-    opt: object = optimizer
-    while isinstance(opt, torch.optim.Optimizer) and id(opt) not in seen:
-        seen.add(id(opt))
-        state: Mapping[str, Any] = opt.state.get(p) or {}
-        if state:
-            return state
-        opt = getattr(opt, "optim", None) or getattr(opt, "optimizer", None)
-    return {}
-
-
-def carries_momentum(state: Mapping[str, Any]) -> bool:
-    """Whether this state can move its parameter at the next step with a zero gradient."""
-    return any(
-        isinstance(state.get(k), torch.Tensor) and bool(state[k].ne(0).any()) for k in MOMENTUM_KEYS
-    )
+__all__ = ["audit_optimizer"]
 
 
 def _frozen_in_optimizer(
@@ -173,7 +117,7 @@ def audit_optimizer(
                 )
             )
     for opt in optimizers:
-        findings += lr_findings(model, opt, names, momentum_keys=MOMENTUM_KEYS)
+        findings += lr_findings(opt, names)
     if spec is not None:
         findings += frozen_outside_spec(model, spec)
     return findings

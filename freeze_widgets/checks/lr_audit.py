@@ -11,12 +11,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from freeze_widgets.checks.findings import Finding
+from freeze_widgets.checks.optimizer_state import carries_momentum, optimizer_state
 from freeze_widgets.freezing.spec import FreezeSpec
 from freeze_widgets.freezing.targets import resolve_targets, select
 
@@ -47,9 +46,7 @@ def lr_scale_ignored(optimizer: torch.optim.Optimizer) -> list[Finding]:
     ]
 
 
-def zero_lr_still_moving(
-    optimizer: torch.optim.Optimizer, names: dict[int, str], momentum_keys: Sequence[str]
-) -> list[Finding]:
+def zero_lr_still_moving(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> list[Finding]:
     """Trainable parameters at ``lr`` 0 whose group decays them or whose state has momentum."""
     findings: list[Finding] = []
     for gi, group in enumerate(optimizer.param_groups):
@@ -60,9 +57,8 @@ def zero_lr_still_moving(
         for pi, p in enumerate(group["params"]):
             if not p.requires_grad:
                 continue  # audit_optimizer reports frozen parameters in the optimizer
-            state = optimizer.state.get(p, {})
             why = [f"weight_decay={decay:g}"] if decay else []
-            if any(isinstance(state.get(k), torch.Tensor) for k in momentum_keys):
+            if carries_momentum(optimizer_state(optimizer, p)):
                 why.append("momentum state")
             elif momentum:
                 why.append(f"momentum={momentum:g}")
@@ -105,12 +101,6 @@ def frozen_outside_spec(model: nn.Module, spec: FreezeSpec) -> list[Finding]:
     ]
 
 
-def lr_findings(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    names: dict[int, str],
-    *,
-    momentum_keys: Sequence[str],
-) -> list[Finding]:
+def lr_findings(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> list[Finding]:
     """The learning-rate checks of one optimizer (the spec check runs once, in the audit)."""
-    return lr_scale_ignored(optimizer) + zero_lr_still_moving(optimizer, names, momentum_keys)
+    return lr_scale_ignored(optimizer) + zero_lr_still_moving(optimizer, names)

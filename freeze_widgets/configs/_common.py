@@ -8,7 +8,7 @@ the same names it would see.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from freeze_widgets.base.checks import BnPolicy, require_eager_module
 from freeze_widgets.base.wording import close_matches
-from freeze_widgets.freezing.spec import FreezeSpec
+from freeze_widgets.freezing.spec import FreezeSpec, covering_paths
 from freeze_widgets.freezing.targets import resolve_targets, select
 
 GradMap = dict[str, bool]
@@ -274,42 +274,3 @@ def reachable(paths: list[str], names: Iterable[str]) -> list[str]:
     (GPT-2's ``lm_head`` holds ``transformer.wte.weight``) would match nothing in a name rule."""
     listed = list(names)
     return [p for p in paths if any(n == p or n.startswith(p + ".") for n in listed)]
-
-
-def covering_paths(model: nn.Module, chosen: Callable[[nn.Parameter], bool]) -> list[str]:
-    """The shortest module / parameter paths covering exactly the ``chosen`` parameters.
-
-    ``frozen_paths`` for any set (``chosen`` = frozen gives the same paths): the highest
-    modules whose parameters are all chosen, plus chosen parameters of mixed modules. Each
-    module's flags are computed once, bottom-up, without recursion.
-    """
-    order: list[tuple[str, nn.Module]] = []
-    stack: list[tuple[str, nn.Module]] = [("", model)]
-    while stack:  # pre-order, children in registration order
-        path, mod = stack.pop()
-        order.append((path, mod))
-        children = [(f"{path}.{n}" if path else n, c) for n, c in mod.named_children()]
-        stack.extend(reversed(children))
-    flags: dict[int, tuple[bool, bool]] = {}  # id(module) -> (holds a chosen, holds another)
-    for _, mod in reversed(order):
-        own = [chosen(p) for p in mod.parameters(recurse=False)]
-        below = [flags[id(c)] for c in mod.children()]
-        flags[id(mod)] = (
-            any(own) or any(a for a, _ in below),
-            not all(own) or any(b for _, b in below),
-        )
-    out: list[str] = []
-    skip: list[str] = []  # subtrees already covered, or holding nothing chosen
-    for path, mod in order:
-        if any(s in ("", path) or path.startswith(s + ".") for s in skip[-1:]):
-            continue
-        some, other = flags[id(mod)]
-        if not some:
-            skip.append(path)
-        elif not other:
-            out.append(path)
-            skip.append(path)
-        else:
-            prefix = f"{path}." if path else ""
-            out += [prefix + n for n, p in mod.named_parameters(recurse=False) if chosen(p)]
-    return out

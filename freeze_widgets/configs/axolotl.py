@@ -19,11 +19,11 @@ from torch import nn
 from freeze_widgets.configs._common import (
     GradMap,
     check_keys,
-    covering_paths,
     prefix_overreach,
     reachable,
     string_list,
 )
+from freeze_widgets.freezing.spec import covering_paths
 
 KEYS = {"unfrozen_parameters": "patterns of parameter names to train; all others are frozen"}
 

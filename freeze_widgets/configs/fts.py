@@ -18,11 +18,11 @@ from torch import nn
 
 from freeze_widgets.configs._common import (
     GradMap,
-    covering_paths,
     prefix_overreach,
     reachable,
     string_list,
 )
+from freeze_widgets.freezing.spec import covering_paths
 
 PHASE_KEYS = ("params", "max_transition_epoch", "lr", "new_optimizer", "new_lr_scheduler")
 

@@ -22,13 +22,13 @@ from torch import nn
 from freeze_widgets.configs._common import (
     GradMap,
     check_keys,
-    covering_paths,
     get_typed,
     layer_blocks,
     prefix_overreach,
     reachable,
     string_list,
 )
+from freeze_widgets.freezing.spec import covering_paths
 
 KEYS = {
     "freeze_parameters": "name prefixes to freeze",

@@ -18,10 +18,10 @@ from freeze_widgets.configs._common import (
     GradMap,
     InexpressibleError,
     check_keys,
-    covering_paths,
     difference_text,
     string_list,
 )
+from freeze_widgets.freezing.spec import covering_paths
 
 KEYS = {
     "modules_to_save": "module name suffixes copied and trained in full",

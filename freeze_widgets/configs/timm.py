@@ -19,11 +19,11 @@ from freeze_widgets.configs._common import (
     GradMap,
     InexpressibleError,
     check_keys,
-    covering_paths,
     difference_text,
     get_typed,
     string_list,
 )
+from freeze_widgets.freezing.spec import covering_paths
 
 KEYS = {
     "submodules": "module paths to freeze (empty: the whole model)",

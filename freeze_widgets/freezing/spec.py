@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,38 +28,43 @@ from freeze_widgets.freezing.change import FreezeChange
 from freeze_widgets.freezing.lr_code import lr_groups_code
 from freeze_widgets.freezing.targets import resolve_targets, retarget, select
 
-__all__ = ["FreezeSpec", "frozen_paths"]
+__all__ = ["FreezeSpec", "covering_paths", "frozen_paths"]
 
 
 def frozen_paths(model: nn.Module) -> list[str]:
-    """Highest fully-frozen module paths, plus frozen parameters of partly-frozen modules.
-
-    Linear in the model's size and depth: each module's "holds a trainable / a frozen
-    parameter" flags are computed once, bottom-up, instead of re-walking every subtree, and
-    without recursion, so a 2,000-deep chain needs neither time nor a bigger stack.
-    """
+    """Highest fully-frozen module paths, plus frozen parameters of partly-frozen modules."""
     require_module(model)
-    order = _preorder(model)
-    flags: dict[int, tuple[bool, bool]] = {}  # id(module) -> (any trainable, any frozen)
-    for _, mod in reversed(order):
-        own = [p.requires_grad for p in mod.parameters(recurse=False)]
+    return covering_paths(model, lambda p: not p.requires_grad)
+
+
+def covering_paths(model: nn.Module, chosen: Callable[[nn.Parameter], bool]) -> list[str]:
+    """The shortest module / parameter paths covering exactly the ``chosen`` parameters.
+
+    The highest modules whose parameters are all chosen, plus chosen parameters of mixed
+    modules. Linear in the model's size and depth: each module's "holds a chosen / holds
+    another parameter" flags are computed once, bottom-up, instead of re-walking every subtree,
+    and without recursion, so a 2,000-deep chain needs neither time nor a bigger stack.
+    """
+    flags: dict[int, tuple[bool, bool]] = {}  # id(module) -> (holds a chosen, holds another)
+    for _, mod in reversed(_preorder(model)):
+        own = [chosen(p) for p in mod.parameters(recurse=False)]
         below = [flags[id(child)] for child in mod.children()]
         flags[id(mod)] = (
-            any(own) or any(t for t, _ in below),
-            not all(own) or any(f for _, f in below),
+            any(own) or any(c for c, _ in below),
+            not all(own) or any(o for _, o in below),
         )
     out: list[str] = []
     stack = [("", model)]
     while stack:
         path, mod = stack.pop()
-        trainable, frozen = flags[id(mod)]
-        if not frozen:
+        some, other = flags[id(mod)]
+        if not some:
             continue
-        if not trainable:
+        if not other:
             out.append(path)
             continue
         prefix = f"{path}." if path else ""
-        out += [prefix + n for n, p in mod.named_parameters(recurse=False) if not p.requires_grad]
+        out += [prefix + n for n, p in mod.named_parameters(recurse=False) if chosen(p)]
         stack += [(prefix + n, c) for n, c in reversed(list(mod.named_children()))]
     return out
 

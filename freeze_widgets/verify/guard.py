@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from freeze_widgets.base.checks import require_materialized, require_module
-from freeze_widgets.checks.audit import optimizer_list
+from freeze_widgets.checks.optimizer_state import optimizer_list
 from freeze_widgets.freezing.bn import bn_is_frozen, bn_state, iter_batchnorms
 from freeze_widgets.verify.ranks import gather, group_active
 from freeze_widgets.verify.snapshot import TensorCheck, TensorSnapshot, local

@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from freeze_widgets.checks.audit import carries_momentum, optimizer_state
+from freeze_widgets.checks.optimizer_state import carries_momentum, optimizer_state
 
 __all__ = [
     "Cause",
