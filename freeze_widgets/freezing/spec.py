@@ -20,7 +20,7 @@ from freeze_widgets.base.checks import (
 from freeze_widgets.freezing.bn import (
     bn_is_frozen,
     bn_state,
-    iter_batchnorms,
+    is_batchnorm,
     peer_frozen_bn,
     peer_policy,
 )
@@ -94,11 +94,10 @@ def _check_bn(bn: object, argument: str) -> BnPolicy:
 def _policy_in_force(model: nn.Module) -> BnPolicy:
     """The one BatchNorm policy of the frozen BatchNorm layers ("eval" when there are none)."""
     policies: dict[BnPolicy, list[str]] = {}
-    batchnorms = dict(iter_batchnorms(model))
-    for path, mod in model.named_modules():
+    for path, mod in _preorder(model):  # one iterative walk: deep models need no big stack
         # A peer's freeze reads as the policy it behaves like (Lightning, timm).
         policy = peer_policy(mod)
-        if policy is None and path in batchnorms and bn_is_frozen(mod):
+        if policy is None and is_batchnorm(mod) and bn_is_frozen(mod):
             policy = bn_state(mod)
         if policy is not None:
             policies.setdefault(policy, []).append(path or "(root)")
